@@ -1,0 +1,75 @@
+"""The public entry point: ``Orchestrator.from_yaml(path).run(inputs)``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .backends.base import Backend
+from .errors import MissingDependencyError
+from .executor import Executor, Observer
+from .pipeline.ir import Pipeline
+from .pipeline.load import load_pipeline
+
+log = logging.getLogger("orchestrator")
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def cuda_backend_status() -> tuple[bool, str]:
+    """Whether the CUDA backend can run here, and why not if it cannot."""
+    from .backends import cuda
+
+    return cuda.available()
+
+
+def _make_backend(pipeline: Pipeline, device: Device, options: Mapping[str, Any]) -> Backend:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device in ("auto", "cuda"):
+        ok, reason = cuda_backend_status()
+        if ok:
+            from .backends.cuda import CudaBackend
+
+            return CudaBackend(pipeline, **options)
+        if device == "cuda":
+            raise MissingDependencyError(f"the CUDA backend cannot run here: {reason}")
+        log.warning("orchestrator: %s; using the CPU reference backend", reason)
+    from .backends.cpu import CpuBackend
+
+    return CpuBackend(pipeline)
+
+
+class Orchestrator:
+    """A loaded pipeline bound to a backend, ready to ``run``."""
+
+    def __init__(self, pipeline: Pipeline | str | Path, *, device: Device = "auto",
+                 observer: Observer | None = None, **backend_options: Any):
+        self.pipeline = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+        self.backend = _make_backend(self.pipeline, device, backend_options)
+        self.executor = Executor(self.pipeline, self.backend, observer)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, device: Device = "auto", **options: Any) -> Orchestrator:
+        return cls(load_pipeline(path), device=device, **options)
+
+    @property
+    def device(self) -> str:
+        return self.backend.name
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run the pipeline once; ``inputs`` maps input names to arrays (host inputs: scalars)."""
+        return self.executor.run(inputs)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Backends: the CPU reference backend (onnxruntime + numpy) and the CUDA backend (TensorRT + NVRTC)."""

@@ -1,0 +1,92 @@
+"""The small contract every backend implements (the CPU reference backend, the CUDA backend).
+
+The executor compiles a pipeline's control flow once into closures; a backend supplies, once per step at
+load time, a callable that runs (or enqueues) that step, and answers the few questions control flow asks
+at run time (the value of a condition, the loop carry copy). Public methods check state and delegate to
+``_impl`` methods, so every backend reports misuse the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ..errors import InternalError
+from ..pipeline.ir import Pipeline, Step
+
+StepRunner = Callable[[], None]
+
+
+class Backend(ABC):
+    """Runs the steps of one pipeline. Created by the Orchestrator; not thread-safe."""
+
+    name: str = "backend"
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self._closed = False
+
+    # -- load time --------------------------------------------------------------------------------
+    def step_runner(self, step: Step) -> StepRunner:
+        """A callable that runs ``step`` (everything it needs is prepared now, not when it is called)."""
+        self._check_open()
+        return self._step_runner_impl(step)
+
+    def carry_runner(self, pairs: tuple[tuple[str, str], ...]) -> StepRunner:
+        """A callable that copies each loop body result into its state tensor."""
+        self._check_open()
+        return self._carry_runner_impl(pairs)
+
+    # -- run time ---------------------------------------------------------------------------------
+    def set_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        self._check_open()
+        self._set_inputs_impl(inputs)
+
+    def read_scalar(self, name: str) -> float:
+        """The value of a host input or of a one-element tensor (for conditions)."""
+        return self._read_scalar_impl(name)
+
+    def outputs(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        self._check_open()
+        return self._outputs_impl(names)
+
+    def fetch(self, name: str) -> np.ndarray:
+        """A copy of any tensor's current value, for debugging."""
+        self._check_open()
+        return self._fetch_impl(name)
+
+    def synchronize(self) -> None:
+        """Wait until everything enqueued has finished (a no-op on the CPU)."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._close_impl()
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InternalError(f"{self.name} backend used after close()")
+
+    # -- to implement -------------------------------------------------------------------------------
+    @abstractmethod
+    def _step_runner_impl(self, step: Step) -> StepRunner: ...
+
+    @abstractmethod
+    def _carry_runner_impl(self, pairs: tuple[tuple[str, str], ...]) -> StepRunner: ...
+
+    @abstractmethod
+    def _set_inputs_impl(self, inputs: Mapping[str, np.ndarray]) -> None: ...
+
+    @abstractmethod
+    def _read_scalar_impl(self, name: str) -> float: ...
+
+    @abstractmethod
+    def _outputs_impl(self, names: tuple[str, ...]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _fetch_impl(self, name: str) -> np.ndarray: ...
+
+    def _close_impl(self) -> None:
+        """Release resources; default: nothing to release."""

@@ -1,0 +1,78 @@
+"""The CPU reference backend: the oracle that GPU results are compared against."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ...errors import ExecutionError
+from ...pipeline.ir import KernelCall, Pipeline, SnippetCall, Step
+from ..base import Backend, StepRunner
+from .kernel import ReferenceKernel
+from .snippet import OnnxRuntimeSnippet
+
+
+class CpuBackend(Backend):
+    """Tensors live in a dict of numpy arrays; steps run synchronously."""
+
+    name = "cpu"
+
+    def __init__(self, pipeline: Pipeline):
+        super().__init__(pipeline)
+        self.values: dict[str, np.ndarray] = dict(pipeline.constants)
+        self.snippets = {name: OnnxRuntimeSnippet(info) for name, info in pipeline.snippets.items()}
+        self.kernels = {name: ReferenceKernel(info) for name, info in pipeline.kernels.items()}
+
+    def _step_runner_impl(self, step: Step) -> StepRunner:
+        if isinstance(step, SnippetCall):
+            return self._snippet_runner(step)
+        return self._kernel_runner(step)
+
+    def _snippet_runner(self, step: SnippetCall) -> StepRunner:
+        snippet, values = self.snippets[step.snippet], self.values
+
+        def run() -> None:
+            results = snippet.run({port: values[t] for port, t in step.inputs.items()})
+            for port, tensor in step.outputs.items():
+                values[tensor] = results[port]
+
+        return run
+
+    def _kernel_runner(self, step: KernelCall) -> StepRunner:
+        kernel, values = self.kernels[step.kernel], self.values
+        literals = {a: s.literal for a, s in step.scalars.items() if s.literal is not None and s.expression is None}
+        hosts = {a: s.host_input for a, s in step.scalars.items() if s.host_input is not None}
+
+        def run() -> None:
+            scalars = dict(literals)
+            scalars.update({a: values[h].item() for a, h in hosts.items()})
+            results = kernel.run({a: values[step.tensors[a]] for a in step.in_args}, scalars)
+            for arg in step.out_args:
+                values[step.tensors[arg]] = results[arg]
+
+        return run
+
+    def _carry_runner_impl(self, pairs: tuple[tuple[str, str], ...]) -> StepRunner:
+        values = self.values
+
+        def run() -> None:
+            for state, nxt in pairs:
+                values[state] = values[nxt].copy()
+
+        return run
+
+    def _set_inputs_impl(self, inputs: Mapping[str, np.ndarray]) -> None:
+        self.values.update(inputs)
+
+    def _read_scalar_impl(self, name: str) -> float:
+        value = self.values[name]
+        if value.size != 1:
+            raise ExecutionError(f"condition tensor '{name}' has {value.size} elements; expected one")
+        return value.reshape(-1)[0].item()
+
+    def _outputs_impl(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        return {n: self.values[n] for n in names}
+
+    def _fetch_impl(self, name: str) -> np.ndarray:
+        return np.array(self.values[name], copy=True)

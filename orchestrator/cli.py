@@ -1,0 +1,126 @@
+"""Command line: ``orchestrator validate | run | schema | plan | build``.
+
+Exit codes: 0 success, 1 user error (bad pipeline, inputs, kernel...), 2 internal error. Errors print on
+one line each, without a traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, OrchestratorError
+
+EXIT_OK, EXIT_USER, EXIT_INTERNAL = 0, 1, 2
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .pipeline.load import load_pipeline
+
+    status = EXIT_OK
+    for path in args.pipelines:
+        try:
+            pipeline = load_pipeline(path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            status = EXIT_USER
+            continue
+        for warning in pipeline.warnings:
+            print(warning, file=sys.stderr)
+        steps = sum(1 for _ in _steps(pipeline))
+        print(f"{path}: ok ({steps} steps, {len(pipeline.snippets)} snippets, {len(pipeline.kernels)} kernels)")
+    return status
+
+
+def _steps(pipeline):
+    from .pipeline.ir import KernelCall, SnippetCall, walk
+
+    return (n for n in walk(pipeline.body) if isinstance(n, SnippetCall | KernelCall))
+
+
+def _load_inputs(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as exc:
+        raise OrchestratorError(f"{path}: cannot read inputs ({exc}); expected an .npz file") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .api import Orchestrator
+
+    inputs = _load_inputs(args.inputs)
+    with Orchestrator.from_yaml(args.pipeline, device=args.device) as orch:
+        outputs = orch.run(inputs)
+        device = orch.device
+    if args.output:
+        np.savez(args.output, **outputs)
+    print(f"{args.pipeline}: ran on {device}")
+    for name, value in outputs.items():
+        stats = f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}" if value.size else "empty"
+        print(f"  {name}: {value.dtype} {list(value.shape)}  {stats}")
+    if args.output:
+        print(f"outputs written to {args.output}")
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .pipeline.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check pipeline files and report every problem")
+    p.add_argument("pipelines", nargs="+")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("run", help="run a pipeline on inputs from an .npz file")
+    p.add_argument("pipeline")
+    p.add_argument("--inputs", required=True, help=".npz file with one array per input")
+    p.add_argument("--output", help="write the outputs to this .npz file")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
+    p.set_defaults(func=_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USER
+    except OrchestratorError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except Exception as exc:  # our bug, not the user's
+        if args.debug:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

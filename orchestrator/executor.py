@@ -1,0 +1,130 @@
+"""The executor: compiles a pipeline's control flow once into nested closures over backend step runners.
+
+At run time it only calls those closures: no graph walking, no lookups by name, no planning. Branch
+decisions read one scalar through the backend (a host input, or a one-element device tensor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backends.base import Backend, StepRunner
+from .errors import ExecutionError
+from .inputs import check_inputs
+from .pipeline.conditions import compare
+from .pipeline.ir import Condition, IfBlock, Node, Pipeline, Step, SwitchBlock, WhileBlock
+
+
+class Observer(Protocol):
+    """Told about every step and branch decision (used by tests, debug mode and profiling)."""
+
+    def step_done(self, step: Step) -> None: ...
+
+    def branch_taken(self, block: Node, taken: str) -> None: ...
+
+
+class Executor:
+    def __init__(self, pipeline: Pipeline, backend: Backend, observer: Observer | None = None):
+        self.pipeline, self.backend, self.observer = pipeline, backend, observer
+        self._program = self._block(pipeline.body)
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        arrays, _ = check_inputs(self.pipeline, inputs)
+        self.backend.set_inputs(arrays)
+        self._program()
+        return self.backend.outputs(self.pipeline.outputs)
+
+    # ---- compilation ----------------------------------------------------------------------------
+    def _block(self, nodes: tuple[Node, ...]) -> StepRunner:
+        runners = tuple(self._node(n) for n in nodes)
+
+        def run() -> None:
+            for runner in runners:
+                runner()
+
+        return run
+
+    def _node(self, node: Node) -> StepRunner:
+        if isinstance(node, IfBlock):
+            return self._if(node)
+        if isinstance(node, SwitchBlock):
+            return self._switch(node)
+        if isinstance(node, WhileBlock):
+            return self._while(node)
+        runner = self.backend.step_runner(node)
+        observer = self.observer
+        if observer is None:
+            return runner
+
+        def observed() -> None:
+            runner()
+            observer.step_done(node)
+
+        return observed
+
+    def _condition(self, cond: Condition) -> Callable[[], bool]:
+        read = self.backend.read_scalar
+        subject, op, rhs, negate = cond.subject, cond.op, cond.rhs, cond.negate
+        if isinstance(rhs, str):
+            return lambda: compare(read(subject), op, read(rhs)) != negate
+        rhs_value = 0.0 if rhs is None else float(rhs)
+        return lambda: compare(read(subject), op, rhs_value) != negate
+
+    def _if(self, node: IfBlock) -> StepRunner:
+        test, then, else_ = self._condition(node.condition), self._block(node.then), self._block(node.else_)
+        note = self._noter(node)
+
+        def run() -> None:
+            if test():
+                note("then")
+                then()
+            else:
+                note("else")
+                else_()
+
+        return run
+
+    def _switch(self, node: SwitchBlock) -> StepRunner:
+        read, subject = self.backend.read_scalar, node.subject
+        table = {key: (f"case {key}", self._block(body)) for key, body in node.cases}
+        default = None if node.default is None else ("default", self._block(node.default))
+        note = self._noter(node)
+
+        def run() -> None:
+            value = int(read(subject))
+            label, body = table.get(value, default) or self._no_case(node, value)
+            note(label)
+            body()
+
+        return run
+
+    @staticmethod
+    def _no_case(node: SwitchBlock, value: int):
+        keys = ", ".join(str(k) for k, _ in node.cases)
+        raise ExecutionError(f"switch '{node.name}': '{node.subject}' is {value}, which matches no case "
+                             f"({keys}) and there is no default")
+
+    def _while(self, node: WhileBlock) -> StepRunner:
+        test, body = self._condition(node.condition), self._block(node.body)
+        carry = self.backend.carry_runner(node.carry)
+        limit = node.max_iterations
+        note = self._noter(node)
+
+        def run() -> None:
+            iterations = 0
+            while iterations < limit and test():
+                body()
+                carry()
+                iterations += 1
+            note(f"{iterations} iterations")
+
+        return run
+
+    def _noter(self, node: Node) -> Callable[[str], None]:
+        observer = self.observer
+        if observer is None:
+            return lambda label: None
+        return lambda label: observer.branch_taken(node, label)

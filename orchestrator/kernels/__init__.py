@@ -1,0 +1,1 @@
+"""Custom kernels: their signatures (shape rules, launch rules) and NVRTC compilation."""

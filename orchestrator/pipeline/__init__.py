@@ -1,0 +1,1 @@
+"""The pipeline language: YAML with positions, Pydantic schema, semantic validation, the resolved IR."""

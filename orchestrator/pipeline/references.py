@@ -1,0 +1,34 @@
+"""Load the numpy reference function of a kernel from a Python file (``file.py:function``)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+
+class ReferenceLoadError(ValueError):
+    """The reference file cannot be imported or lacks the function."""
+
+
+@lru_cache(maxsize=None)
+def load_reference(path: Path, function: str) -> Callable:
+    module_name = "orchestrator_reference_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ReferenceLoadError(f"cannot import {path.name}")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ReferenceLoadError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from None
+        sys.modules[module_name] = module
+    func = getattr(module, function, None)
+    if not callable(func):
+        raise ReferenceLoadError(f"{path.name} has no function '{function}'")
+    return func
