@@ -12,7 +12,6 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +71,31 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from .pipeline.load import load_pipeline
+    from .planning import plan_pipeline
+
+    rows = {}
+    for path in args.pipelines:
+        plan = plan_pipeline(load_pipeline(path), at=args.at)
+        rows[path] = plan.summary()
+        if args.tensors:
+            rows[path]["offsets"] = plan.offsets
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{'pipeline':32} {'tensors':>7} {'naive':>12} {'arena':>12} {'lower bound':>12} {'arena/bound':>11}")
+    for path, row in rows.items():
+        print(f"{path:32} {row['tensors']:>7} {_mib(row['naive_bytes']):>12} {_mib(row['arena_bytes']):>12} "
+              f"{_mib(row['lower_bound_bytes']):>12} {row['arena_over_lower_bound']:>11.3f}")
+    print(f"(every dimension at its {args.at} bound; TensorRT scratch is planned separately, on the GPU)")
+    return EXIT_OK
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
 def _schema(args: argparse.Namespace) -> int:
     from .pipeline.schema import json_schema
 
@@ -94,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the outputs to this .npz file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("plan", help="print the device memory plan: naive, arena, lower bound")
+    p.add_argument("pipelines", nargs="+")
+    p.add_argument("--at", choices=["min", "opt", "max"], default="max", help="dimension bound to plan for")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tensors", action="store_true", help="include every tensor's offset (with --json)")
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)

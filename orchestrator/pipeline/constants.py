@@ -29,8 +29,8 @@ def load_constant(spec: ConstantSpec, base: Path) -> np.ndarray:
 def _inline(spec: ConstantSpec) -> np.ndarray:
     try:
         return np.array(spec.value, dtype=dtypes.to_numpy(spec.dtype or "float32"))
-    except (ValueError, TypeError) as exc:
-        raise ConstantLoadError(f"value is not a regular array of numbers ({str(exc).splitlines()[0]})") from None
+    except (ValueError, TypeError):
+        raise ConstantLoadError("value is not a regular (rectangular) array of numbers") from None
 
 
 def _from_file(spec: ConstantSpec, base: Path) -> np.ndarray:

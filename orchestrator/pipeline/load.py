@@ -43,7 +43,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        problems += _schema_problems(exc, smap)
+        failed = {("kernels", name) for name, value in (data.get("kernels") or {}).items() if value == {}} \
+            if isinstance(data.get("kernels"), dict) else set()
+        problems += [p for path, p in _schema_problems(exc, smap) if path[:2] not in failed]
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -64,11 +66,13 @@ def _include_kernels(data: dict, base: Path, smap: SourceMap) -> tuple[list[Prob
         if not kfile.is_file():
             problems.append(smap.problem(("kernels", name), f"kernel file not found: {value} "
                                                             f"(paths are relative to the pipeline file)"))
+            kernels[name] = {}  # keeps the name defined; its schema errors would only repeat this one
             continue
         try:
             kdoc = load_yaml(kfile)
         except ConfigError as exc:
             problems += exc.problems
+            kernels[name] = {}
             continue
         smap.mount(("kernels", name), kdoc)
         kernels[name] = kdoc.data
@@ -76,12 +80,12 @@ def _include_kernels(data: dict, base: Path, smap: SourceMap) -> tuple[list[Prob
     return problems, kernel_dirs
 
 
-def _schema_problems(exc: ValidationError, smap: SourceMap) -> list[Problem]:
+def _schema_problems(exc: ValidationError, smap: SourceMap) -> list[tuple[YamlPath, Problem]]:
     by_path: dict[YamlPath, list[dict[str, Any]]] = {}
     for err in exc.errors():
         path = tuple(p for p in err["loc"] if p not in STEP_TAGS and not _is_union_member(p))
         by_path.setdefault(path, []).append(err)
-    return [_problem(path, errs, smap) for path, errs in by_path.items()]
+    return [(path, _problem(path, errs, smap)) for path, errs in by_path.items()]
 
 
 def _is_union_member(part: Any) -> bool:
@@ -106,6 +110,8 @@ def _problem(path: YamlPath, errs: list[dict[str, Any]], smap: SourceMap) -> Pro
         msg = "expected " + msg.removeprefix("Input should be ") + f" (got {_show(given)})"
     elif kind == "string_pattern_mismatch":
         msg = f"{_show(given)} is not a valid name (use letters, digits and _, not starting with a digit)"
+    elif kind == "byte_size":
+        msg = f"{_show(given)} is not a size (expected bytes or e.g. '256MiB', '1GiB')"
     return smap.problem(path, msg[0].lower() + msg[1:] if msg else kind)
 
 

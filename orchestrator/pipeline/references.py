@@ -6,7 +6,7 @@ import hashlib
 import importlib.util
 import sys
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 
@@ -14,7 +14,7 @@ class ReferenceLoadError(ValueError):
     """The reference file cannot be imported or lacks the function."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_reference(path: Path, function: str) -> Callable:
     module_name = "orchestrator_reference_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
     module = sys.modules.get(module_name)

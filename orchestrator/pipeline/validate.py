@@ -49,6 +49,7 @@ from .schema import (
 from .source import SourceMap, YamlPath, display_name
 
 Scope = dict[str, TensorInfo]
+UNKNOWN = "?"  # dtype of a tensor whose producer failed validation: checks against it are skipped
 
 
 def did_you_mean(name: str, choices) -> str:
@@ -301,6 +302,16 @@ class Validator:
         scope[name] = info
         self.tensors.setdefault(name, info)
 
+    def unknown_step(self, reads, writes, path: YamlPath, scope: Scope) -> None:
+        """A step whose snippet or kernel failed to load: define its outputs as unknown, so that the
+        steps after it are still checked without a cascade of 'not defined' errors."""
+        for name in reads:
+            self.use(name, path, scope)
+        for name in writes:
+            if name not in scope:
+                scope[name] = TensorInfo(name, UNKNOWN, (), "step", path)
+                self.used.add(name)
+
     def snippet_step(self, step: SnippetStep, path: YamlPath, scope: Scope) -> SnippetCall | None:
         step_id, name = self.name_step(step.name, step.snippet, path)
         self.called.add(step.snippet)
@@ -309,6 +320,7 @@ class Validator:
             if step.snippet not in self.failed_snippets:
                 self.error(path + ("snippet",), f"unknown snippet '{step.snippet}' (defined snippets: "
                            f"{listing(self.spec.snippets)}){did_you_mean(step.snippet, self.spec.snippets)}")
+            self.unknown_step(step.inputs.values(), step.outputs.values(), path, scope)
             return None
         onnx_name = info.onnx_path.name
         for port in step.inputs:
@@ -329,7 +341,7 @@ class Validator:
                 continue
             t = self.use_device(tensor, where, scope)
             inputs[port] = tensor
-            if t is None:
+            if t is None or t.dtype == UNKNOWN:
                 continue
             if t.dtype != spec.dtype:
                 self.error(where, f"tensor '{tensor}' is {t.dtype} but input '{port}' of {onnx_name} "
@@ -362,6 +374,8 @@ class Validator:
             if step.kernel not in self.failed_kernels:
                 self.error(path + ("kernel",), f"unknown kernel '{step.kernel}' (defined kernels: "
                            f"{listing(self.spec.kernels)}){did_you_mean(step.kernel, self.spec.kernels)}")
+            bound = [b for b in step.args.values() if isinstance(b, str)]
+            self.unknown_step([b for b in bound if b in scope], [b for b in bound if b not in scope], path, scope)
             return None
         arg_names = [a.name for a in info.args]
         for arg in step.args:
@@ -396,7 +410,7 @@ class Validator:
             return
         t = self.use_device(bound, where, scope)
         tensors[arg.name] = bound
-        if t is None:
+        if t is None or t.dtype == UNKNOWN:
             return
         if t.dtype != arg.dtype:
             self.error(where, f"tensor '{bound}' is {t.dtype} but argument '{arg.name}' of kernel "
@@ -471,6 +485,8 @@ class Validator:
         t = self.use(name, path, scope)
         if t is None:
             return False
+        if t.dtype == UNKNOWN:
+            return True
         if t.origin != "host" and shapes.num_elements(t.shape) != 1:
             self.error(path, f"tensor '{name}' has shape {shapes.format_shape(t.shape)}; a condition needs a "
                              f"host input or a tensor of one element (shape [] or [1])")

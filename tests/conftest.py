@@ -1,0 +1,92 @@
+"""Shared fixtures: a folder of tiny snippets, a kernel description, a reference and a constant file."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model(op: str, inputs: list[str], outputs: list[str], shape=("N", 4), dtype=TensorProto.FLOAT):
+    graph = helper.make_graph(
+        [helper.make_node(op, inputs, outputs)], f"tiny_{op}",
+        [helper.make_tensor_value_info(n, dtype, list(shape)) for n in inputs],
+        [helper.make_tensor_value_info(n, dtype, list(shape)) for n in outputs])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+KERNEL_YAML = """\
+source: scale.cu
+entry: scale
+args:
+  - {name: src, kind: in, dtype: float32, shape: [N, C]}
+  - {name: dst, kind: out, dtype: float32, shape: [N, C]}
+  - {name: factor, kind: scalar, dtype: float32}
+  - {name: count, kind: scalar, dtype: int32, value: N * C}
+launch: {threads: dst, block: 128}
+reference: ref.py:scale
+"""
+
+KERNEL_CU = """\
+extern "C" __global__ void scale(const float* src, float* dst, float factor, int count) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < count) dst[i] = src[i] * factor;
+}
+"""
+
+REF_PY = """\
+import numpy as np
+
+def scale(src, factor):
+    return (src * np.float32(factor)).astype(np.float32)
+
+def halve_until(x):
+    return (x * np.float32(0.5)).astype(np.float32)
+
+def off_by_one(src, factor):
+    return (src * np.float32(factor)).astype(np.float64)
+"""
+
+BASE = """\
+inputs:
+  x: {dtype: float32, shape: [N, 4]}
+  flag: {dtype: int32, host: true}
+outputs: [z]
+snippets:
+  relu: {onnx: relu.onnx}
+  add: {onnx: add.onnx}
+kernels:
+  scale: scale.yaml
+steps:
+  - snippet: relu
+    inputs: {x: x}
+    outputs: {y: y}
+  - kernel: scale
+    args: {src: y, dst: z, factor: 2.0}
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder with relu.onnx (x->y), add.onnx (a,b->c), half.onnx (fp16 x->y), scale.yaml/.cu, ref.py, w.npy."""
+    onnx.save(tiny_model("Relu", ["x"], ["y"]), str(tmp_path / "relu.onnx"))
+    onnx.save(tiny_model("Add", ["a", "b"], ["c"]), str(tmp_path / "add.onnx"))
+    onnx.save(tiny_model("Relu", ["x"], ["y"], dtype=TensorProto.FLOAT16), str(tmp_path / "half.onnx"))
+    (tmp_path / "scale.yaml").write_text(KERNEL_YAML)
+    (tmp_path / "scale.cu").write_text(KERNEL_CU)
+    (tmp_path / "ref.py").write_text(REF_PY)
+    np.save(tmp_path / "w.npy", np.arange(4, dtype=np.float32))
+    (tmp_path / "base.yaml").write_text(BASE)
+    return tmp_path
+
+
+def write(folder: Path, text: str, name: str = "pipeline.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path

@@ -1,0 +1,113 @@
+"""Branches and loops on the CPU reference backend: which branch runs, loop counts, carried values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import write
+
+from orchestrator import ExecutionError, Orchestrator
+
+SWITCH = """\
+inputs:
+  x: {dtype: float32, shape: [N, 4]}
+  mode: {dtype: int32, host: true}
+outputs: [z]
+kernels:
+  scale: scale.yaml
+steps:
+  - switch: mode
+    cases:
+      0:
+        - kernel: scale
+          args: {src: x, dst: z, factor: 2.0}
+      1:
+        - kernel: scale
+          args: {src: x, dst: t, factor: 3.0}
+        - kernel: scale
+          args: {src: t, dst: z, factor: 5.0}
+%s
+"""
+
+WHILE = """\
+inputs:
+  x: {dtype: float32, shape: [1, 1]}
+  limit: {dtype: float32, host: true}
+outputs: [x_final]
+kernels:
+  scale: scale.yaml
+steps:
+  - kernel: scale
+    args: {src: x, dst: state, factor: 1.0}
+  - while: state > limit
+    max_iterations: %d
+    carry: {state: halved}
+    body:
+      - kernel: scale
+        args: {src: state, dst: halved, factor: 0.5}
+  - kernel: scale
+    args: {src: state, dst: x_final, factor: 1.0}
+"""
+
+
+class Log:
+    def __init__(self):
+        self.branches = []
+
+    def step_done(self, step):
+        pass
+
+    def branch_taken(self, block, taken):
+        self.branches.append(taken)
+
+
+@pytest.fixture
+def x():
+    return np.arange(8, dtype=np.float32).reshape(2, 4)
+
+
+def test_switch_runs_the_matching_case(workdir, x):
+    default = "    default:\n      - kernel: scale\n        args: {src: x, dst: z, factor: -1.0}"
+    log = Log()
+    orch = Orchestrator(write(workdir, SWITCH % default), device="cpu", observer=log)
+    np.testing.assert_allclose(orch.run({"x": x, "mode": 0})["z"], x * 2)
+    np.testing.assert_allclose(orch.run({"x": x, "mode": 1})["z"], x * 15)
+    np.testing.assert_allclose(orch.run({"x": x, "mode": 7})["z"], -x)
+    assert log.branches == ["case 0", "case 1", "default"]
+
+
+def test_switch_without_default_rejects_unknown_value(workdir, x):
+    orch = Orchestrator(write(workdir, SWITCH % ""), device="cpu")
+    with pytest.raises(ExecutionError, match="matches no case"):
+        orch.run({"x": x, "mode": 3})
+
+
+@pytest.mark.parametrize(("start", "limit", "iterations"), [(16.0, 1.0, 4), (0.5, 1.0, 0), (1000.0, 1.0, 6)])
+def test_while_loop_carries_state_and_stops_at_max_iterations(workdir, start, limit, iterations):
+    log = Log()
+    orch = Orchestrator(write(workdir, WHILE % 6), device="cpu", observer=log)
+    out = orch.run({"x": np.array([[start]], np.float32), "limit": limit})
+    assert log.branches == [f"{iterations} iterations"]
+    np.testing.assert_allclose(out["x_final"], [[start / 2**iterations]])
+
+
+def test_if_on_device_tensor_and_host_input(workdir):
+    text = """\
+inputs:
+  x: {dtype: float32, shape: [1, 1]}
+  gain: {dtype: float32, host: true}
+outputs: [z]
+kernels:
+  scale: scale.yaml
+steps:
+  - if: not x
+    then:
+      - kernel: scale
+        args: {src: x, dst: z, factor: 0.0}
+    else:
+      - kernel: scale
+        args: {src: x, dst: z, factor: gain}
+"""
+    orch = Orchestrator(write(workdir, text), device="cpu")
+    np.testing.assert_allclose(orch.run({"x": np.array([[3]], np.float32), "gain": 4.0})["z"], [[12.0]])
+    np.testing.assert_allclose(orch.run({"x": np.array([[0]], np.float32), "gain": 4.0})["z"], [[0.0]])
