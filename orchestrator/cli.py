@@ -96,6 +96,34 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
+def _build(args: argparse.Namespace) -> int:
+    from .api import Orchestrator
+
+    for path in args.pipelines:
+        with Orchestrator.from_yaml(path, device="cuda", cache_dir=args.cache_dir) as orch:
+            backend = orch.backend
+            built = backend.engine_cache.builds
+            print(f"{path}: {len(backend.snippets)} engines ({built} built, {len(backend.snippets) - built} "
+                  f"from the cache), {len(backend.kernels)} kernels; cache: {backend.engine_cache.root}")
+            summary = backend.memory_summary()
+            print(f"  arena {_mib(summary['arena_total_bytes'])} = inputs+constants "
+                  f"{_mib(summary['inputs_and_constants_bytes'])} + intermediates {_mib(summary['arena_bytes'])} "
+                  f"+ TensorRT scratch {_mib(summary['tensorrt_scratch_bytes'])}")
+    return EXIT_OK
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from .kernels.nvrtc import compile_kernel
+    from .pipeline.load import load_pipeline
+
+    for path in args.pipelines:
+        for kernel in load_pipeline(path).kernels.values():
+            for arch in args.arch:
+                compiled = compile_kernel(kernel, arch, args.cache_dir)
+                print(f"{path}: kernel '{kernel.name}' -> {compiled.kind} for {compiled.arch}")
+    return EXIT_OK
+
+
 def _schema(args: argparse.Namespace) -> int:
     from .pipeline.schema import json_schema
 
@@ -125,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--tensors", action="store_true", help="include every tensor's offset (with --json)")
     p.set_defaults(func=_plan)
+
+    p = sub.add_parser("build", help="build (or load from the cache) every engine and kernel, on the GPU")
+    p.add_argument("pipelines", nargs="+")
+    p.add_argument("--cache-dir", help="engine/kernel cache (default: the user cache dir)")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("compile", help="compile every kernel with NVRTC (no GPU needed)")
+    p.add_argument("pipelines", nargs="+")
+    p.add_argument("--arch", nargs="+", default=["sm_90", "sm_86"])
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=_compile)
 
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)

@@ -32,8 +32,8 @@ class Executor:
         self._program = self._block(pipeline.body)
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        arrays, _ = check_inputs(self.pipeline, inputs)
-        self.backend.set_inputs(arrays)
+        arrays, dims = check_inputs(self.pipeline, inputs)
+        self.backend.set_inputs(arrays, dims)
         self._program()
         return self.backend.outputs(self.pipeline.outputs)
 

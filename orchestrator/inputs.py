@@ -7,6 +7,7 @@ launch rules use. Errors are one line and name the input, what was expected and 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from .pipeline import shapes
 from .pipeline.ir import Pipeline
 
 
-def check_inputs(pipeline: Pipeline, given: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def check_inputs(pipeline: Pipeline, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
     declared = pipeline.inputs
     missing = [n for n in declared if n not in given]
     unexpected = [n for n in given if n not in declared]
@@ -29,7 +30,7 @@ def check_inputs(pipeline: Pipeline, given: Mapping[str, Any]) -> tuple[dict[str
             parts.append(f"unexpected {', '.join(unexpected)}")
         raise InputError(f"inputs of pipeline '{pipeline.name}': {'; '.join(parts)} "
                          f"(expected: {', '.join(declared)})")
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     env: dict[str, int] = {}
     for name, info in declared.items():
         value = given[name]
@@ -47,10 +48,40 @@ def check_inputs(pipeline: Pipeline, given: Mapping[str, Any]) -> tuple[dict[str
     return arrays, env
 
 
-def _as_array(name: str, value: Any) -> np.ndarray:
+@dataclass(frozen=True)
+class DeviceArray:
+    """A caller's device buffer passed zero-copy (anything with ``__cuda_array_interface__``)."""
+
+    address: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    owner: Any  # keeps the caller's object alive for the run
+
+    @classmethod
+    def wrap(cls, name: str, obj: Any) -> DeviceArray:
+        cai = obj.__cuda_array_interface__
+        shape, dtype = tuple(int(d) for d in cai["shape"]), np.dtype(cai["typestr"])
+        strides = cai.get("strides")
+        if strides is not None and tuple(strides) != _contiguous_strides(shape, dtype.itemsize):
+            raise InputError(f"input '{name}': device arrays must be C-contiguous (strides {tuple(strides)})")
+        return cls(int(cai["data"][0]), shape, dtype, obj)
+
+
+def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    strides, step = [], itemsize
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= dim
+    return tuple(reversed(strides))
+
+
+def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
     if isinstance(value, np.ndarray):
         return np.ascontiguousarray(value)
-    raise InputError(f"input '{name}': expected a numpy array, got {type(value).__name__}")
+    if hasattr(value, "__cuda_array_interface__"):
+        return DeviceArray.wrap(name, value)
+    raise InputError(f"input '{name}': expected a numpy array or a device array "
+                     f"(__cuda_array_interface__), got {type(value).__name__}")
 
 
 def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +41,10 @@ class Backend(ABC):
         return self._carry_runner_impl(pairs)
 
     # -- run time ---------------------------------------------------------------------------------
-    def set_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+    def set_inputs(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None:
+        """Take the checked inputs of a run (numpy arrays, or DeviceArrays) and the bound dimensions."""
         self._check_open()
-        self._set_inputs_impl(inputs)
+        self._set_inputs_impl(inputs, dims)
 
     def read_scalar(self, name: str) -> float:
         """The value of a host input or of a one-element tensor (for conditions)."""
@@ -77,7 +79,7 @@ class Backend(ABC):
     def _carry_runner_impl(self, pairs: tuple[tuple[str, str], ...]) -> StepRunner: ...
 
     @abstractmethod
-    def _set_inputs_impl(self, inputs: Mapping[str, np.ndarray]) -> None: ...
+    def _set_inputs_impl(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None: ...
 
     @abstractmethod
     def _read_scalar_impl(self, name: str) -> float: ...

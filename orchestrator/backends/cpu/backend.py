@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from ...errors import ExecutionError
+from ...errors import ExecutionError, InputError
+from ...inputs import DeviceArray
 from ...pipeline.ir import KernelCall, Pipeline, SnippetCall, Step
 from ..base import Backend, StepRunner
 from .kernel import ReferenceKernel
@@ -62,7 +64,10 @@ class CpuBackend(Backend):
 
         return run
 
-    def _set_inputs_impl(self, inputs: Mapping[str, np.ndarray]) -> None:
+    def _set_inputs_impl(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None:
+        for name, value in inputs.items():
+            if isinstance(value, DeviceArray):
+                raise InputError(f"input '{name}' is a device array; the CPU backend takes numpy arrays")
         self.values.update(inputs)
 
     def _read_scalar_impl(self, name: str) -> float:

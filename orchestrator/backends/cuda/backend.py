@@ -1,0 +1,290 @@
+"""The CUDA backend: every step on one stream, every tensor and all TensorRT scratch in one arena.
+
+At load time: engines are built or loaded from the cache, kernels compiled (or loaded from the cache),
+the arena laid out (inputs | constants | planned intermediates | shared TensorRT scratch) and allocated
+once, constants uploaded, every TensorRT context bound to its arena addresses and every kernel's
+arguments packed. At run time: inputs are staged through pinned memory (or bound zero-copy), steps are
+enqueued, and outputs are copied back with one synchronisation. Shapes are re-specialised only when the
+input shapes change from the previous run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ... import cache, dtypes
+from ...errors import ExecutionError
+from ...inputs import DeviceArray
+from ...kernels.nvrtc import compile_kernel
+from ...kernels.signature import bind_symbols, derived_scalar, launch_config, out_shapes
+from ...pipeline.ir import KernelCall, Pipeline, SnippetCall, Step, walk
+from ...planning import analyse, concrete_shapes, dims_at, plan_memory, tensor_bytes
+from ...planning.memory import ALIGNMENT, MemoryPlan, align
+from ..base import Backend, StepRunner
+from .driver import Context, DeviceAllocation, PinnedAllocation, Stream, check, cu
+from .kernel import KernelLaunch, LoadedKernel
+from .snippet import EngineCache, Profile, StepContext, TensorRTSnippet
+
+log = logging.getLogger("orchestrator")
+
+
+@dataclass(frozen=True)
+class ArenaLayout:
+    """Byte offsets of every tensor in the arena, and where the shared TensorRT scratch starts."""
+
+    offsets: dict[str, int]
+    capacity: dict[str, int]  # bytes reserved per tensor (at the dims' max bounds)
+    scratch_offset: int
+    scratch_bytes: int
+    plan: MemoryPlan
+
+    @property
+    def total(self) -> int:
+        return self.scratch_offset + self.scratch_bytes
+
+    def summary(self) -> dict[str, int | float | bool]:
+        fixed = self.plan_offset
+        return {**self.plan.summary(), "inputs_and_constants_bytes": fixed,
+                "tensorrt_scratch_bytes": self.scratch_bytes, "arena_total_bytes": self.total}
+
+    @property
+    def plan_offset(self) -> int:
+        return min((o for n, o in self.offsets.items() if n in self.plan.offsets), default=self.scratch_offset)
+
+
+def layout_arena(pipeline: Pipeline, max_bytes: Mapping[str, int], scratch: int) -> ArenaLayout:
+    offsets, capacity, cursor = {}, {}, 0
+    for name, info in pipeline.tensors.items():
+        if info.origin in ("input", "constant"):
+            offsets[name], capacity[name] = cursor, max_bytes[name]
+            cursor += align(max(max_bytes[name], 1))
+    plan = plan_memory(pipeline, max_bytes, analyse(pipeline))
+    for name, offset in plan.offsets.items():
+        offsets[name], capacity[name] = cursor + offset, max_bytes[name]
+    cursor = align(cursor + plan.arena_bytes, ALIGNMENT)
+    return ArenaLayout(offsets, capacity, cursor, align(scratch), plan)
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+
+    def __init__(self, pipeline: Pipeline, *, stream: Any = None, cache_dir: str | Path | None = None,
+                 device_index: int = 0):
+        super().__init__(pipeline)
+        self.context = Context(device_index)
+        self.stream = Stream(stream)
+        root = cache.cache_dir(cache_dir)
+        self.bounds = {w: concrete_shapes(pipeline, dims_at(pipeline, w)) for w in ("min", "opt", "max")}
+        self.engine_cache = EngineCache(root, self.context.info)
+        self.snippets = {name: TensorRTSnippet(info, self.engine_cache.engine(info, self._profile(name)))
+                         for name, info in pipeline.snippets.items()}
+        self.kernels = {name: LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
+                        for name, info in pipeline.kernels.items()}
+        scratch = max((s.scratch_bytes for s in self.snippets.values()), default=0)
+        self.layout = layout_arena(pipeline, tensor_bytes(pipeline, self.bounds["max"]), scratch)
+        self.arena = DeviceAllocation(self.layout.total)
+        self.address = {n: self.arena.address + o for n, o in self.layout.offsets.items()}
+        self._upload_constants()
+        self._pinned: list[PinnedAllocation] = []
+        self._nbytes: dict[str, int] = {}
+        self._stage_in = self._pinned_slots([n for n, t in pipeline.inputs.items() if t.origin == "input"])
+        self._stage_out = self._pinned_slots(list(pipeline.outputs))
+        self._scalar = PinnedAllocation(8)
+        self._contexts: list[tuple[SnippetCall, StepContext]] = []
+        self._launches: list[tuple[KernelCall, KernelLaunch]] = []
+        self._input_sites: dict[str, list[Callable[[int], None]]] = {n: [] for n in pipeline.inputs}
+        self._host_sites: list[tuple[KernelLaunch, str, str]] = []
+        self._bound_input: dict[str, int] = {}
+        self.host_values: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._shape_key: tuple | None = None
+
+    # ---- load time ------------------------------------------------------------------------------
+    def _profile(self, snippet: str) -> Profile:
+        info = self.pipeline.snippets[snippet]
+        if info.profile is not None:
+            return info.profile
+        profile: Profile = {}
+        for step in (n for n in walk(self.pipeline.body) if isinstance(n, SnippetCall) and n.snippet == snippet):
+            for port, tensor in step.inputs.items():
+                if all(isinstance(d, int) for d in info.inputs[port].shape):
+                    continue
+                lo, mid, hi = (self.bounds[w][tensor] for w in ("min", "opt", "max"))
+                if port in profile:
+                    plo, pmid, phi = profile[port]
+                    lo, mid, hi = tuple(map(min, lo, plo)), pmid, tuple(map(max, hi, phi))
+                profile[port] = (lo, mid, hi)
+        return profile
+
+    def _pinned_slots(self, names: list[str]) -> dict[str, np.ndarray]:
+        sizes = {n: align(max(self.layout.capacity[n], 1)) for n in names}
+        block = PinnedAllocation(sum(sizes.values()))
+        self._pinned.append(block)
+        slots, cursor = {}, 0
+        for name in names:
+            slots[name] = block.array[cursor:cursor + self.layout.capacity[name]]
+            cursor += sizes[name]
+        return slots
+
+    def _upload_constants(self) -> None:
+        for name, array in self.pipeline.constants.items():
+            data = np.ascontiguousarray(array)
+            check(cu.cuMemcpyHtoD(self.address[name], data.ctypes.data, data.nbytes), "cuMemcpyHtoD")
+
+    def _step_runner_impl(self, step: Step) -> StepRunner:
+        if isinstance(step, SnippetCall):
+            return self._snippet_runner(step)
+        return self._kernel_runner(step)
+
+    def _snippet_runner(self, step: SnippetCall) -> StepRunner:
+        ctx = self.snippets[step.snippet].context(self.arena.address + self.layout.scratch_offset)
+        for port, tensor in list(step.inputs.items()) + list(step.outputs.items()):
+            ctx.bind(port, self.address[tensor])
+            if tensor in self._input_sites:
+                self._input_sites[tensor].append(lambda ptr, c=ctx, p=port: c.bind(p, ptr))
+        self._contexts.append((step, ctx))
+        stream = self.stream.address
+        return lambda: ctx.enqueue(stream)
+
+    def _kernel_runner(self, step: KernelCall) -> StepRunner:
+        launch = self.kernels[step.kernel].launch()
+        for arg, tensor in step.tensors.items():
+            launch.set(arg, self.address[tensor])
+            if tensor in self._input_sites:
+                self._input_sites[tensor].append(lambda ptr, k=launch, a=arg: k.set(a, ptr))
+        for arg, scalar in step.scalars.items():
+            if scalar.literal is not None:
+                launch.set(arg, scalar.literal)
+            elif scalar.host_input is not None:
+                self._host_sites.append((launch, arg, scalar.host_input))
+        self._launches.append((step, launch))
+        stream = self.stream.handle
+        return lambda: launch.enqueue(stream)
+
+    def _carry_runner_impl(self, pairs: tuple[tuple[str, str], ...]) -> StepRunner:
+        copies = [(self.address[state], self.address[nxt], nxt) for state, nxt in pairs]
+        stream, nbytes = self.stream.handle, self._nbytes
+
+        def run() -> None:
+            for dst, src, nxt in copies:
+                check(cu.cuMemcpyDtoDAsync(dst, src, nbytes[nxt], stream), "cuMemcpyDtoDAsync")
+
+        return run
+
+    # ---- run time -------------------------------------------------------------------------------
+    def _set_inputs_impl(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None:
+        key = tuple(v.shape for v in inputs.values())
+        if key != self._shape_key:
+            self._specialize({n: tuple(v.shape) for n, v in inputs.items()
+                              if self.pipeline.inputs[n].origin == "input"})
+            self._shape_key = key
+        for name, value in inputs.items():
+            if self.pipeline.inputs[name].origin == "host":
+                self.host_values[name] = value
+            elif isinstance(value, DeviceArray):
+                self._bind_input(name, value.address)
+            else:
+                self._bind_input(name, self.address[name])
+                staged = self._stage_in[name][:value.nbytes]
+                staged[:] = value.reshape(-1).view(np.uint8)
+                check(cu.cuMemcpyHtoDAsync(self.address[name], staged.ctypes.data, value.nbytes,
+                                           self.stream.handle), "cuMemcpyHtoDAsync")
+        for launch, arg, host in self._host_sites:
+            launch.set(arg, self.host_values[host].item())
+
+    def _bind_input(self, name: str, address: int) -> None:
+        if self._bound_input.get(name, self.address[name]) != address:
+            for rebind in self._input_sites[name]:
+                rebind(address)
+        self._bound_input[name] = address
+
+    def _specialize(self, input_shapes: dict[str, tuple[int, ...]]) -> None:
+        """Propagate concrete shapes: TensorRT input shapes, kernel grids and shape-derived scalars."""
+        shapes = dict(input_shapes)
+        shapes.update({n: a.shape for n, a in self.pipeline.constants.items()})
+        contexts = {id(s): c for s, c in self._contexts}
+        launches = {id(s): k for s, k in self._launches}
+        for node in walk(self.pipeline.body):
+            if isinstance(node, SnippetCall) and id(node) in contexts:
+                ctx = contexts[id(node)]
+                for port, tensor in node.inputs.items():
+                    ctx.set_shape(port, shapes[tensor])
+                shapes.update({t: ctx.output_shape(p) for p, t in node.outputs.items()})
+            elif isinstance(node, KernelCall) and id(node) in launches:
+                self._specialize_kernel(node, launches[id(node)], shapes)
+        for name, shape in shapes.items():
+            nbytes = math.prod(shape) * dtypes.itemsize(self.pipeline.tensors[name].dtype)
+            if nbytes > self.layout.capacity.get(name, nbytes):
+                raise ExecutionError(f"tensor '{name}' needs {nbytes} bytes for shape {list(shape)}, more than "
+                                     f"the {self.layout.capacity[name]} planned at the dims' max bounds")
+        self.shapes = shapes
+        self._nbytes.clear()  # updated in place: carry runners hold this dict
+        self._nbytes.update({n: math.prod(s) * dtypes.itemsize(self.pipeline.tensors[n].dtype)
+                             for n, s in shapes.items()})
+
+    def _specialize_kernel(self, node: KernelCall, launch: KernelLaunch, shapes: dict) -> None:
+        kernel = self.pipeline.kernels[node.kernel]
+        in_shapes = {a: shapes[node.tensors[a]] for a in node.in_args}
+        env = bind_symbols(kernel, in_shapes)
+        outs = out_shapes(kernel, env)
+        shapes.update({node.tensors[a]: s for a, s in outs.items()})
+        grid, _ = launch_config(kernel, env, {**in_shapes, **outs})
+        launch.grid[:] = grid
+        for arg, scalar in node.scalars.items():
+            if scalar.expression is not None:
+                launch.set(arg, derived_scalar(kernel, arg, env))
+
+    def _read_scalar_impl(self, name: str) -> float:
+        if name in self.host_values:
+            return self.host_values[name].item()
+        dtype = dtypes.to_numpy(self.pipeline.tensors[name].dtype)
+        check(cu.cuMemcpyDtoHAsync(self._scalar.address, self.address[name], dtype.itemsize, self.stream.handle),
+              "cuMemcpyDtoHAsync")
+        self.stream.synchronize()
+        return self._scalar.array[:dtype.itemsize].view(dtype)[0].item()
+
+    def _outputs_impl(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        for name in names:
+            check(cu.cuMemcpyDtoHAsync(self._stage_out[name].ctypes.data, self.address[name], self._nbytes[name],
+                                       self.stream.handle), "cuMemcpyDtoHAsync")
+        self.stream.synchronize()
+        return {n: self._view(self._stage_out[n], n).copy() for n in names}
+
+    def _view(self, staged: np.ndarray, name: str) -> np.ndarray:
+        dtype = dtypes.to_numpy(self.pipeline.tensors[name].dtype)
+        return staged[:self._nbytes[name]].view(dtype).reshape(self.shapes[name])
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def _fetch_impl(self, name: str) -> np.ndarray:
+        if name in self.host_values:
+            return np.array(self.host_values[name])
+        out = np.empty(self._nbytes[name], np.uint8)
+        self.stream.synchronize()
+        check(cu.cuMemcpyDtoH(out.ctypes.data, self._bound_input.get(name, self.address[name]), out.nbytes),
+              "cuMemcpyDtoH")
+        return out.view(dtypes.to_numpy(self.pipeline.tensors[name].dtype)).reshape(self.shapes[name])
+
+    def memory_summary(self) -> dict[str, int | float | bool]:
+        return self.layout.summary()
+
+    def _close_impl(self) -> None:
+        self.stream.synchronize()
+        self._contexts.clear()
+        self._launches.clear()
+        for kernel in self.kernels.values():
+            kernel.unload()
+        self.snippets.clear()
+        self.arena.free()
+        for block in [*self._pinned, self._scalar]:
+            block.free()
+        self.stream.destroy()
+        self.context.release()

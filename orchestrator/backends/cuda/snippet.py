@@ -1,0 +1,93 @@
+"""TensorRT snippets: engines built once and cached on disk, one execution context per step, scratch
+memory supplied from the arena."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from ... import cache
+from ...errors import CompileError, ExecutionError
+from ...pipeline.ir import SnippetInfo
+from . import trt
+from .driver import DeviceInfo
+
+log = logging.getLogger("orchestrator")
+
+Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+class EngineCache:
+    """Serialized engines keyed by sha256 of the ONNX bytes, every build setting, TensorRT and the GPU;
+    one timing cache per GPU and TensorRT version. A corrupt or incompatible entry is rebuilt."""
+
+    def __init__(self, root: Path, device: DeviceInfo):
+        self.root, self.device = root, device
+        gpu = re.sub(r"\W+", "_", device.name)
+        self.timing_path = root / "timing" / f"{gpu}-{device.arch}-trt{trt.version()}.cache"
+        self.builds = 0  # engines built (not loaded from the cache) by this object
+
+    def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile) -> str:
+        settings = {"precision": info.precision, "workspace": info.workspace, "profile": profile,
+                    "tensorrt": trt.version(), "gpu": self.device.name, "cc": self.device.compute_capability}
+        return cache.digest(onnx_bytes, settings)
+
+    def engine(self, info: SnippetInfo, profile: Profile) -> Any:
+        onnx_bytes = info.onnx_path.read_bytes()
+        path = self.root / "engines" / f"{info.name}-{self.key(info, onnx_bytes, profile)[:32]}.engine"
+        data = cache.read(path)
+        if data is not None:
+            engine = trt.deserialize(data)
+            if engine is not None:
+                return engine
+            log.warning("orchestrator: cached engine %s is corrupt or incompatible; rebuilding", path.name)
+        serialized, timing = trt.build_engine(onnx_bytes, name=info.name, precision=info.precision,
+                                              workspace=info.workspace, profile=profile,
+                                              timing_cache=cache.read(self.timing_path))
+        self.builds += 1
+        cache.write_atomic(path, serialized)
+        cache.write_atomic(self.timing_path, timing)
+        engine = trt.deserialize(serialized)
+        if engine is None:
+            raise CompileError(f"TensorRT could not load the engine it built for snippet '{info.name}'")
+        return engine
+
+
+class TensorRTSnippet:
+    """One engine; ``context()`` makes an execution context for one step of the pipeline."""
+
+    def __init__(self, info: SnippetInfo, engine: Any):
+        self.info, self.engine = info, engine
+        self.scratch_bytes = trt.scratch_bytes(engine)
+        inputs, outputs = trt.io_tensors(engine)
+        if set(inputs) != set(info.inputs) or set(outputs) != set(info.outputs):
+            raise CompileError(f"engine of snippet '{info.name}' has I/O {inputs} -> {outputs}, "
+                               f"but its ONNX file declares {list(info.inputs)} -> {list(info.outputs)}")
+
+    def context(self, scratch_address: int) -> StepContext:
+        ctx = trt.context_without_memory(self.engine)
+        trt.set_scratch(ctx, scratch_address, self.scratch_bytes)
+        return StepContext(self.info.name, ctx)
+
+
+class StepContext:
+    def __init__(self, name: str, context: Any):
+        self.name, self.context = name, context
+
+    def bind(self, tensor: str, address: int) -> None:
+        if not self.context.set_tensor_address(tensor, address):
+            raise ExecutionError(f"snippet '{self.name}': cannot bind '{tensor}'")
+
+    def set_shape(self, tensor: str, shape: tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(tensor, shape):
+            raise ExecutionError(f"snippet '{self.name}': input '{tensor}' cannot take shape {list(shape)} "
+                                 f"(outside the engine's optimisation profile?)")
+
+    def output_shape(self, tensor: str) -> tuple[int, ...]:
+        return tuple(self.context.get_tensor_shape(tensor))
+
+    def enqueue(self, stream_address: int) -> None:
+        if not self.context.execute_async_v3(stream_address):
+            raise ExecutionError(f"snippet '{self.name}': TensorRT enqueue failed: {'; '.join(trt.logger().errors)}")

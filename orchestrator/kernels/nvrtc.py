@@ -1,0 +1,148 @@
+"""Compile custom kernels with NVRTC (works without a GPU), cached on disk.
+
+The result is a cubin for the requested architecture, or PTX for the newest architecture NVRTC supports
+when it cannot target that one. Compile errors raise CompileError with the source file and line of the
+first error, and the whole NVRTC log in ``.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import cache
+from ..errors import CompileError
+from ..pipeline.ir import KernelInfo
+from ..pipeline.source import display_name
+
+log = logging.getLogger("orchestrator")
+
+_LOG_LINE = re.compile(r"^(?P<file>.+?)\((?P<line>\d+)\): (?P<kind>error|catastrophic error)\s*:?\s*(?P<msg>.*)$")
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    image: bytes  # cubin or PTX
+    kind: str  # "cubin" or "ptx"
+    lowered_name: str  # the symbol to look up in the module
+    arch: str
+
+
+def nvrtc_version() -> tuple[int, int]:
+    from cuda.bindings import nvrtc
+
+    err, major, minor = nvrtc.nvrtcVersion()
+    _check(err, "nvrtcVersion")
+    return major, minor
+
+
+def _check(err, call: str) -> None:
+    from cuda.bindings import nvrtc
+
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise CompileError(f"{call} failed: {nvrtc.nvrtcGetErrorString(err)[1].decode()}")
+
+
+def name_expression(kernel: KernelInfo) -> str:
+    return f"{kernel.entry}<{', '.join(kernel.template_args)}>" if kernel.template_args else kernel.entry
+
+
+def compile_options(kernel: KernelInfo, arch: str) -> list[str]:
+    options = [f"--gpu-architecture={arch}", "-std=c++17", "--device-as-default-execution-space"]
+    options += [f"-I{d}" for d in kernel.include_dirs]
+    options += [f"-D{name}={value}" for name, value in kernel.defines.items()]
+    return options + list(kernel.options)
+
+
+def _headers(kernel: KernelInfo) -> list[str]:
+    parts = []
+    for folder in kernel.include_dirs:
+        for header in sorted(folder.glob("*.cuh")) + sorted(folder.glob("*.h")):
+            parts.append(header.name + header.read_text(encoding="utf-8", errors="replace"))
+    return parts
+
+
+def compile_kernel(kernel: KernelInfo, arch: str, cache_root: Path | None = None) -> CompiledKernel:
+    """Compile ``kernel`` for ``arch`` (``sm_90``), using the on-disk cache when possible."""
+    version = nvrtc_version()
+    target = _supported_target(arch)
+    options = compile_options(kernel, target)
+    key = cache.digest(kernel.source, *_headers(kernel), {"options": options, "name": name_expression(kernel),
+                                                          "nvrtc": version})
+    folder = cache.cache_dir(cache_root) / "kernels"
+    entry = folder / f"{kernel.name}-{key[:24]}"
+    kind = "cubin" if target.startswith("sm_") else "ptx"
+    image, lowered = cache.read(entry.with_suffix(f".{kind}")), cache.read(entry.with_suffix(".name"))
+    if image and lowered:
+        return CompiledKernel(image, kind, lowered.decode(), target)
+    image, lowered_name = _compile(kernel, options, kind)
+    cache.write_atomic(entry.with_suffix(f".{kind}"), image)
+    cache.write_atomic(entry.with_suffix(".name"), lowered_name.encode())
+    return CompiledKernel(image, kind, lowered_name, target)
+
+
+def _supported_target(arch: str) -> str:
+    """``sm_XY`` when NVRTC can make a cubin for it, else PTX (``compute_AB``) for its newest arch <= XY."""
+    from cuda.bindings import nvrtc
+
+    want = int(arch.removeprefix("sm_").removeprefix("compute_"))
+    err, archs = nvrtc.nvrtcGetSupportedArchs()
+    _check(err, "nvrtcGetSupportedArchs")
+    if want in archs:
+        return f"sm_{want}"
+    older = [a for a in archs if a <= want]
+    if not older:
+        raise CompileError(f"NVRTC {nvrtc_version()} cannot compile for {arch} (supported: {archs})")
+    log.warning("orchestrator: NVRTC cannot target %s; compiling PTX for compute_%d", arch, max(older))
+    return f"compute_{max(older)}"
+
+
+def _compile(kernel: KernelInfo, options: list[str], kind: str) -> tuple[bytes, str]:
+    from cuda.bindings import nvrtc
+
+    source_name = display_name(kernel.source_path) if kernel.source_path else f"<inline kernel {kernel.name}>"
+    err, prog = nvrtc.nvrtcCreateProgram(kernel.source.encode(), source_name.encode(), 0, [], [])
+    _check(err, "nvrtcCreateProgram")
+    try:
+        expr = name_expression(kernel)
+        _check(nvrtc.nvrtcAddNameExpression(prog, expr.encode())[0], "nvrtcAddNameExpression")
+        (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), [o.encode() for o in options])
+        if result != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise _compile_error(kernel, source_name, _program_log(prog), options)
+        err, lowered = nvrtc.nvrtcGetLoweredName(prog, expr.encode())
+        _check(err, "nvrtcGetLoweredName")
+        get_size, get = ((nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if kind == "cubin"
+                         else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX))
+        err, size = get_size(prog)
+        _check(err, "nvrtc get size")
+        image = b" " * size
+        _check(get(prog, image)[0], "nvrtc get image")
+        return image, lowered.decode()
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+def _program_log(prog) -> str:
+    from cuda.bindings import nvrtc
+
+    err, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    buf = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, buf)
+    return buf.decode(errors="replace").rstrip("\x00").strip()
+
+
+def _compile_error(kernel: KernelInfo, source_name: str, log_text: str, options: list[str]) -> CompileError:
+    errors = [m for m in map(_LOG_LINE.match, log_text.splitlines()) if m]
+    if errors:
+        first = errors[0]
+        where = f"{first['file']}:{first['line']}"
+        what = first["msg"].strip()
+    else:
+        where, what = source_name, (log_text.splitlines() or ["compilation failed"])[0]
+    more = f"; {len(errors) - 1} more error(s)" if len(errors) > 1 else ""
+    exc = CompileError(f"{where}: kernel '{kernel.name}' failed to compile: {what}{more} "
+                       f"(NVRTC options: {' '.join(o for o in options if not o.startswith('-I'))})")
+    exc.log = log_text  # type: ignore[attr-defined]
+    return exc

@@ -1,0 +1,177 @@
+"""GPU tests: the CUDA backend against the CPU reference. Marked ``gpu``; skipped when no GPU, driver or
+TensorRT is present (and only then)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from orchestrator import Orchestrator
+from orchestrator.backends import cuda
+
+pytestmark = pytest.mark.gpu
+
+ok, why = cuda.available()
+if not ok:
+    pytest.skip(f"CUDA backend unavailable: {why}", allow_module_level=True)
+
+from orchestrator.backends.cuda.driver import check, cu, memory_in_use  # noqa: E402
+
+FP32, FP16 = 1e-4, 1e-2
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("orchestrator-cache")
+
+
+def pair(name: str, cache_dir, **options):
+    path = ROOT / f"pipelines/{name}.yaml"
+    return (Orchestrator.from_yaml(path, device="cuda", cache_dir=cache_dir, **options),
+            Orchestrator.from_yaml(path, device="cpu"))
+
+
+def inputs(name: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if name == "classify":
+        return {"image": rng.integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)}
+    if name == "cascade":
+        return {"image": rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8), "threshold": 0.5}
+    return {"image": rng.integers(0, 256, (1, 160, 224, 3), dtype=np.uint8),
+            "trimap": rng.integers(0, 256, (1, 160, 224), dtype=np.uint8)}
+
+
+def test_classify_matches_reference_fp32(cache_dir):
+    gpu, cpu = pair("classify", cache_dir)
+    assert gpu.device == "cuda"
+    for seed in range(2):
+        x = inputs("classify", seed)
+        got, want = gpu.run(x), cpu.run(x)
+        assert rel_l2(got["probs"], want["probs"]) <= FP32
+        np.testing.assert_array_equal(got["top5_index"][:, :3], want["top5_index"][:, :3])
+    batch1 = {"image": x["image"][:1]}  # a new shape re-specialises without re-planning
+    assert rel_l2(gpu.run(batch1)["probs"], cpu.run(batch1)["probs"]) <= FP32
+
+
+@pytest.mark.parametrize(("threshold", "branch"), [(0.0, "else"), (1.01, "then")])
+def test_cascade_each_branch_matches_reference(cache_dir, threshold, branch):
+    class Log:
+        taken: list = []
+
+        def step_done(self, step):
+            pass
+
+        def branch_taken(self, block, label):
+            self.taken.append(label)
+
+    log = Log()
+    gpu, cpu = pair("cascade", cache_dir, observer=log)
+    x = {**inputs("cascade", 4), "threshold": threshold}
+    assert rel_l2(gpu.run(x)["probs"], cpu.run(x)["probs"]) <= FP32
+    assert log.taken == [branch]
+
+
+def test_matting_fp16_matches_reference(cache_dir):
+    gpu, cpu = pair("matting", cache_dir)
+    x = inputs("matting", 1)
+    assert rel_l2(gpu.run(x)["alpha"], cpu.run(x)["alpha"]) <= FP16
+
+
+def test_thousand_runs_leave_device_memory_unchanged(cache_dir):
+    gpu, _ = pair("cascade", cache_dir)
+    x = inputs("cascade", 2)
+    gpu.run(x)
+    before = memory_in_use()
+    for i in range(1000):
+        gpu.run({**x, "threshold": float(i % 2)})
+    assert memory_in_use() == before
+
+
+class RawDeviceArray:
+    """A device buffer exposing __cuda_array_interface__, as PyTorch and CuPy tensors do."""
+
+    def __init__(self, host: np.ndarray):
+        self.host = np.ascontiguousarray(host)
+        self.ptr = check(cu.cuMemAlloc(self.host.nbytes), "cuMemAlloc")
+        check(cu.cuMemcpyHtoD(self.ptr, self.host.ctypes.data, self.host.nbytes), "cuMemcpyHtoD")
+        self.__cuda_array_interface__ = {"shape": self.host.shape, "typestr": self.host.dtype.str,
+                                         "data": (int(self.ptr), False), "version": 3, "strides": None}
+
+    def free(self):
+        check(cu.cuMemFree(self.ptr), "cuMemFree")
+
+
+def test_zero_copy_device_inputs_give_the_same_outputs(cache_dir):
+    gpu, _ = pair("matting", cache_dir)
+    x = inputs("matting", 7)
+    want = gpu.run(x)["alpha"]
+    image, trimap = RawDeviceArray(x["image"]), RawDeviceArray(x["trimap"])
+    try:
+        got = gpu.run({"image": image, "trimap": trimap})["alpha"]
+        np.testing.assert_array_equal(got, want)
+        again = gpu.run(x)["alpha"]  # back to staged numpy inputs: rebinds to the arena
+        np.testing.assert_array_equal(again, want)
+    finally:
+        image.free()
+        trimap.free()
+
+
+def test_external_stream_is_used(cache_dir):
+    handle = check(cu.cuStreamCreate(0), "cuStreamCreate")
+    try:
+        gpu, cpu = pair("classify", cache_dir, stream=int(handle))
+        assert gpu.backend.stream.address == int(handle)
+        x = inputs("classify", 3)
+        assert rel_l2(gpu.run(x)["probs"], cpu.run(x)["probs"]) <= FP32
+        gpu.close()
+    finally:
+        check(cu.cuStreamDestroy(handle), "cuStreamDestroy")
+
+
+SECOND_PROCESS = """
+import sys
+from orchestrator import Orchestrator
+orch = Orchestrator.from_yaml(sys.argv[1], device="cuda", cache_dir=sys.argv[2])
+print("BUILDS", orch.backend.engine_cache.builds)
+"""
+
+
+def test_second_process_uses_the_engine_cache(tmp_path):
+    path = str(ROOT / "pipelines/matting.yaml")
+    runs = [subprocess.run([sys.executable, "-c", SECOND_PROCESS, path, str(tmp_path)], capture_output=True,
+                           text=True) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    assert "BUILDS 2" in runs[0].stdout and "BUILDS 0" in runs[1].stdout
+
+
+def test_corrupt_engine_is_rebuilt_with_a_warning(tmp_path, caplog):
+    Orchestrator.from_yaml(ROOT / "pipelines/matting.yaml", device="cuda", cache_dir=tmp_path).close()
+    engines = sorted((tmp_path / "engines").glob("*.engine"))
+    engines[0].write_bytes(b"not an engine at all")
+    with caplog.at_level(logging.WARNING, logger="orchestrator"):
+        orch = Orchestrator.from_yaml(ROOT / "pipelines/matting.yaml", device="cuda", cache_dir=tmp_path)
+    assert orch.backend.engine_cache.builds == 1
+    assert "corrupt or incompatible" in caplog.text
+    x = inputs("matting", 1)
+    cpu = Orchestrator.from_yaml(ROOT / "pipelines/matting.yaml", device="cpu")
+    assert rel_l2(orch.run(x)["alpha"], cpu.run(x)["alpha"]) <= FP16
+
+
+def test_memory_plan_holds_scratch_and_meets_target(cache_dir):
+    for name in ("classify", "cascade", "matting"):
+        gpu, _ = pair(name, cache_dir)
+        summary = gpu.backend.memory_summary()
+        assert summary["arena_bytes"] <= 1.05 * summary["lower_bound_bytes"]
+        assert summary["arena_total_bytes"] >= summary["arena_bytes"] + summary["tensorrt_scratch_bytes"]
+        gpu.close()
