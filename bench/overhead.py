@@ -106,22 +106,27 @@ def main() -> None:
         stream.synchronize()
         return out_host.copy()
 
-    def timed(fn, sync: bool) -> list[float]:
-        samples = []
-        for _ in range(args.iters):
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-            if sync:
-                stream.synchronize()
-        return samples
+    def interleaved(a, b, sync: bool) -> tuple[list[float], list[float]]:
+        """Time a and b alternately (order swapped every iteration) so that drift hits both alike."""
+        samples: dict = {a: [], b: []}
+        for i in range(args.iters):
+            for fn in ((a, b) if i % 2 else (b, a)):
+                t0 = time.perf_counter()
+                fn()
+                samples[fn].append(time.perf_counter() - t0)
+                if sync:
+                    stream.synchronize()
+        return samples[a], samples[b]
+
+    def orch_run() -> None:
+        orch.run({"x": x})
 
     np.testing.assert_allclose(direct_run(), orch.run({"x": x})[out_name], rtol=1e-6)
+    enqueue = interleaved(program, direct_enqueue, True)
+    run = interleaved(orch_run, direct_run, False)
     result = {"steps": args.steps, "iters": args.iters, "device": backend.context.info.name,
-              "enqueue": {"orchestrator": median_us(timed(program, True)),
-                          "direct": median_us(timed(direct_enqueue, True))},
-              "run": {"orchestrator": median_us(timed(lambda: orch.run({"x": x}), False)),
-                      "direct": median_us(timed(direct_run, False))}}
+              "enqueue": {"orchestrator": median_us(enqueue[0]), "direct": median_us(enqueue[1])},
+              "run": {"orchestrator": median_us(run[0]), "direct": median_us(run[1])}}
     for kind in ("enqueue", "run"):
         extra = result[kind]["orchestrator"]["median_us"] - result[kind]["direct"]["median_us"]
         result[kind]["overhead_per_step_us"] = extra / args.steps
