@@ -48,10 +48,13 @@ class Orchestrator:
     """A loaded pipeline bound to a backend, ready to ``run``."""
 
     def __init__(self, pipeline: Pipeline | str | Path, *, device: Device = "auto",
-                 observer: Observer | None = None, **backend_options: Any):
+                 observer: Observer | None = None, graphs: bool | str = False, **backend_options: Any):
+        """``graphs``: False (eager), True (one CUDA graph with device-side branching) or "segments"
+        (graphs between host-decided branches); graph modes need the CUDA backend. ``backend_options``
+        go to the CUDA backend: ``stream`` (an external stream), ``cache_dir``, ``device_index``."""
         self.pipeline = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
         self.backend = _make_backend(self.pipeline, device, backend_options)
-        self.executor = Executor(self.pipeline, self.backend, observer)
+        self.executor = Executor(self.pipeline, self.backend, observer, graphs)
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, device: Device = "auto", **options: Any) -> Orchestrator:

@@ -26,10 +26,23 @@ class Observer(Protocol):
     def branch_taken(self, block: Node, taken: str) -> None: ...
 
 
+GraphMode = bool | str  # False: eager; "segments": graphs between host-decided branches; True: one graph
+
+
 class Executor:
-    def __init__(self, pipeline: Pipeline, backend: Backend, observer: Observer | None = None):
+    """Runs a pipeline on a backend. ``graphs``: False (eager), ``"segments"`` (straight-line runs of
+    steps replayed as CUDA graphs, branches decided on the host), or True (the whole pipeline as one
+    CUDA graph with device-side conditional nodes)."""
+
+    def __init__(self, pipeline: Pipeline, backend: Backend, observer: Observer | None = None,
+                 graphs: GraphMode = False):
+        if graphs not in (False, True, "segments"):
+            raise ValueError(f"graphs must be False, True or 'segments', not {graphs!r}")
         self.pipeline, self.backend, self.observer = pipeline, backend, observer
+        self.graphs = graphs
         self._program = self._block(pipeline.body)
+        if graphs is True:
+            self._program = backend.graph_runner(pipeline.body, self._program, observer)
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays, dims = check_inputs(self.pipeline, inputs)
@@ -39,13 +52,30 @@ class Executor:
 
     # ---- compilation ----------------------------------------------------------------------------
     def _block(self, nodes: tuple[Node, ...]) -> StepRunner:
-        runners = tuple(self._node(n) for n in nodes)
+        if self.graphs == "segments":
+            runners = tuple(self._segments(nodes))
+        else:
+            runners = tuple(self._node(n) for n in nodes)
 
         def run() -> None:
             for runner in runners:
                 runner()
 
         return run
+
+    def _segments(self, nodes: tuple[Node, ...]):
+        """Group each straight-line run of steps into one graph-replayed segment."""
+        run: list[Node] = []
+        for node in (*nodes, None):
+            if node is not None and not isinstance(node, IfBlock | SwitchBlock | WhileBlock):
+                run.append(node)
+                continue
+            if run:
+                eager = tuple(self._node(n) for n in run)
+                yield self.backend.segment_runner(tuple(run), lambda eager=eager: [r() for r in eager])
+                run = []
+            if node is not None:
+                yield self._node(node)
 
     def _node(self, node: Node) -> StepRunner:
         if isinstance(node, IfBlock):

@@ -175,3 +175,74 @@ def test_memory_plan_holds_scratch_and_meets_target(cache_dir):
         assert summary["arena_bytes"] <= 1.05 * summary["lower_bound_bytes"]
         assert summary["arena_total_bytes"] >= summary["arena_bytes"] + summary["tensorrt_scratch_bytes"]
         gpu.close()
+
+
+# ---- graph modes --------------------------------------------------------------------------------
+
+MODES = [False, "segments", True]
+
+
+class BranchLog:
+    def __init__(self):
+        self.taken = []
+
+    def step_done(self, step):
+        pass
+
+    def branch_taken(self, block, label):
+        self.taken.append(label)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["eager", "segments", "conditional"])
+@pytest.mark.parametrize("name", ["classify", "matting"])
+def test_examples_in_every_mode(cache_dir, name, mode):
+    gpu, cpu = pair(name, cache_dir, graphs=mode)
+    tolerance = FP16 if name == "matting" else FP32
+    for seed in range(3):  # run 1 warms up and captures; runs 2 and 3 replay the graph
+        x = inputs(name, seed)
+        got, want = gpu.run(x), cpu.run(x)
+        for key in want:
+            if want[key].dtype == np.float32:
+                assert rel_l2(got[key], want[key]) <= tolerance, (key, seed)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["eager", "segments", "conditional"])
+def test_cascade_runs_both_paths_without_recapture(cache_dir, mode):
+    log = BranchLog()
+    gpu, cpu = pair("cascade", cache_dir, graphs=mode, observer=log)
+    x = inputs("cascade", 4)
+    plan = [(0.0, "else"), (1.01, "then"), (0.0, "else"), (1.01, "then"), (0.0, "else")]
+    captured = None
+    for i, (threshold, branch) in enumerate(plan):
+        run = {**x, "threshold": threshold}
+        assert rel_l2(gpu.run(run)["probs"], cpu.run(run)["probs"]) <= FP32
+        assert log.taken[-1] == branch
+        if mode is not False and i == 2:
+            captured = len(gpu.backend._graph_compiler.graphs)
+    if mode is True:
+        assert captured == 1 and len(gpu.backend._graph_compiler.graphs) == 1  # one graph, both paths
+    elif mode == "segments":
+        assert len(gpu.backend._graph_compiler.graphs) == captured  # nothing captured after both paths ran
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["eager", "segments", "conditional"])
+def test_switch_and_while_on_the_gpu(workdir, mode):
+    from conftest import write
+    from test_control_flow import SWITCH, WHILE
+
+    default = "    default:\n      - kernel: scale\n        args: {src: x, dst: z, factor: -1.0}"
+    log = BranchLog()
+    switch = Orchestrator(write(workdir, SWITCH % default, "switch.yaml"), device="cuda", graphs=mode,
+                          observer=log, cache_dir=workdir / "cache")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    for _ in range(2):
+        for mode_value, factor, label in ((0, 2, "case 0"), (1, 15, "case 1"), (7, -1, "default")):
+            np.testing.assert_allclose(switch.run({"x": x, "mode": mode_value})["z"], x * factor)
+            assert log.taken[-1] == label
+    loop = Orchestrator(write(workdir, WHILE % 6, "while.yaml"), device="cuda", graphs=mode, observer=log,
+                        cache_dir=workdir / "cache")
+    for _ in range(2):
+        for start, iterations in ((16.0, 4), (0.5, 0), (1000.0, 6)):
+            out = loop.run({"x": np.array([[start]], np.float32), "limit": 1.0})
+            np.testing.assert_allclose(out["x_final"], [[start / 2**iterations]])
+            assert log.taken[-1] == f"{iterations} iterations"

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InternalError
-from ..pipeline.ir import Pipeline, Step
+from ..errors import InternalError, MissingDependencyError
+from ..pipeline.ir import Node, Pipeline, Step
 
 StepRunner = Callable[[], None]
 
@@ -39,6 +39,23 @@ class Backend(ABC):
         """A callable that copies each loop body result into its state tensor."""
         self._check_open()
         return self._carry_runner_impl(pairs)
+
+    def segment_runner(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
+        """Graph mode with host-decided branches: ``steps`` (straight-line) replayed as one CUDA graph.
+        ``eager`` runs them without a graph (the warm-up before each capture)."""
+        self._check_open()
+        return self._segment_runner_impl(steps, eager)
+
+    def graph_runner(self, body: tuple[Node, ...], eager: StepRunner, observer: Any) -> StepRunner:
+        """Graph mode with device-side branching: the whole body as one graph with conditional nodes."""
+        self._check_open()
+        return self._graph_runner_impl(body, eager, observer)
+
+    def _segment_runner_impl(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
+        raise MissingDependencyError(f"graph mode needs the CUDA backend (this is the {self.name} backend)")
+
+    def _graph_runner_impl(self, body: tuple[Node, ...], eager: StepRunner, observer: Any) -> StepRunner:
+        raise MissingDependencyError(f"graph mode needs the CUDA backend (this is the {self.name} backend)")
 
     # -- run time ---------------------------------------------------------------------------------
     def set_inputs(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None:

@@ -66,18 +66,22 @@ def _headers(kernel: KernelInfo) -> list[str]:
 
 def compile_kernel(kernel: KernelInfo, arch: str, cache_root: Path | None = None) -> CompiledKernel:
     """Compile ``kernel`` for ``arch`` (``sm_90``), using the on-disk cache when possible."""
-    version = nvrtc_version()
     target = _supported_target(arch)
-    options = compile_options(kernel, target)
-    key = cache.digest(kernel.source, *_headers(kernel), {"options": options, "name": name_expression(kernel),
-                                                          "nvrtc": version})
-    folder = cache.cache_dir(cache_root) / "kernels"
-    entry = folder / f"{kernel.name}-{key[:24]}"
+    source_name = display_name(kernel.source_path) if kernel.source_path else f"<inline kernel {kernel.name}>"
+    return compile_source(kernel.name, kernel.source, name_expression(kernel), target,
+                          compile_options(kernel, target), source_name, _headers(kernel), cache_root)
+
+
+def compile_source(name: str, source: str, expression: str, target: str, options: list[str],
+                   source_name: str, headers: list[str] = (), cache_root: Path | None = None) -> CompiledKernel:
+    """Compile one entry point of a CUDA source (cached by source, headers, options and NVRTC version)."""
+    key = cache.digest(source, *headers, {"options": options, "name": expression, "nvrtc": nvrtc_version()})
+    entry = cache.cache_dir(cache_root) / "kernels" / f"{name}-{key[:24]}"
     kind = "cubin" if target.startswith("sm_") else "ptx"
     image, lowered = cache.read(entry.with_suffix(f".{kind}")), cache.read(entry.with_suffix(".name"))
     if image and lowered:
         return CompiledKernel(image, kind, lowered.decode(), target)
-    image, lowered_name = _compile(kernel, options, kind)
+    image, lowered_name = _compile(name, source, expression, options, kind, source_name)
     cache.write_atomic(entry.with_suffix(f".{kind}"), image)
     cache.write_atomic(entry.with_suffix(".name"), lowered_name.encode())
     return CompiledKernel(image, kind, lowered_name, target)
@@ -99,18 +103,17 @@ def _supported_target(arch: str) -> str:
     return f"compute_{max(older)}"
 
 
-def _compile(kernel: KernelInfo, options: list[str], kind: str) -> tuple[bytes, str]:
+def _compile(name: str, source: str, expr: str, options: list[str], kind: str,
+             source_name: str) -> tuple[bytes, str]:
     from cuda.bindings import nvrtc
 
-    source_name = display_name(kernel.source_path) if kernel.source_path else f"<inline kernel {kernel.name}>"
-    err, prog = nvrtc.nvrtcCreateProgram(kernel.source.encode(), source_name.encode(), 0, [], [])
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), source_name.encode(), 0, [], [])
     _check(err, "nvrtcCreateProgram")
     try:
-        expr = name_expression(kernel)
         _check(nvrtc.nvrtcAddNameExpression(prog, expr.encode())[0], "nvrtcAddNameExpression")
         (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), [o.encode() for o in options])
         if result != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-            raise _compile_error(kernel, source_name, _program_log(prog), options)
+            raise _compile_error(name, source_name, _program_log(prog), options)
         err, lowered = nvrtc.nvrtcGetLoweredName(prog, expr.encode())
         _check(err, "nvrtcGetLoweredName")
         get_size, get = ((nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if kind == "cubin"
@@ -133,7 +136,7 @@ def _program_log(prog) -> str:
     return buf.decode(errors="replace").rstrip("\x00").strip()
 
 
-def _compile_error(kernel: KernelInfo, source_name: str, log_text: str, options: list[str]) -> CompileError:
+def _compile_error(name: str, source_name: str, log_text: str, options: list[str]) -> CompileError:
     errors = [m for m in map(_LOG_LINE.match, log_text.splitlines()) if m]
     if errors:
         first = errors[0]
@@ -142,7 +145,7 @@ def _compile_error(kernel: KernelInfo, source_name: str, log_text: str, options:
     else:
         where, what = source_name, (log_text.splitlines() or ["compilation failed"])[0]
     more = f"; {len(errors) - 1} more error(s)" if len(errors) > 1 else ""
-    exc = CompileError(f"{where}: kernel '{kernel.name}' failed to compile: {what}{more} "
+    exc = CompileError(f"{where}: kernel '{name}' failed to compile: {what}{more} "
                        f"(NVRTC options: {' '.join(o for o in options if not o.startswith('-I'))})")
     exc.log = log_text  # type: ignore[attr-defined]
     return exc

@@ -105,6 +105,8 @@ class CudaBackend(Backend):
         self.host_values: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._shape_key: tuple | None = None
+        self.enqueuers: dict[int, Callable[[Stream], None]] = {}  # step id -> enqueue on a given stream
+        self._graph_compiler = None
 
     # ---- load time ------------------------------------------------------------------------------
     def _profile(self, snippet: str) -> Profile:
@@ -150,8 +152,9 @@ class CudaBackend(Backend):
             if tensor in self._input_sites:
                 self._input_sites[tensor].append(lambda ptr, c=ctx, p=port: c.bind(p, ptr))
         self._contexts.append((step, ctx))
-        stream = self.stream.address
-        return lambda: ctx.enqueue(stream)
+        self.enqueuers[step.id] = lambda stream: ctx.enqueue(stream.address)
+        address = self.stream.address
+        return lambda: ctx.enqueue(address)
 
     def _kernel_runner(self, step: KernelCall) -> StepRunner:
         launch = self.kernels[step.kernel].launch()
@@ -165,18 +168,42 @@ class CudaBackend(Backend):
             elif scalar.host_input is not None:
                 self._host_sites.append((launch, arg, scalar.host_input))
         self._launches.append((step, launch))
-        stream = self.stream.handle
-        return lambda: launch.enqueue(stream)
+        self.enqueuers[step.id] = lambda stream: launch.enqueue(stream.handle)
+        handle = self.stream.handle
+        return lambda: launch.enqueue(handle)
 
     def _carry_runner_impl(self, pairs: tuple[tuple[str, str], ...]) -> StepRunner:
+        enqueue, stream = self.carry_enqueuer(pairs), self.stream
+        return lambda: enqueue(stream)
+
+    def carry_enqueuer(self, pairs: tuple[tuple[str, str], ...]) -> Callable[[Stream], None]:
         copies = [(self.address[state], self.address[nxt], nxt) for state, nxt in pairs]
-        stream, nbytes = self.stream.handle, self._nbytes
+        nbytes = self._nbytes
 
-        def run() -> None:
+        def enqueue(stream: Stream) -> None:
             for dst, src, nxt in copies:
-                check(cu.cuMemcpyDtoDAsync(dst, src, nbytes[nxt], stream), "cuMemcpyDtoDAsync")
+                check(cu.cuMemcpyDtoDAsync(dst, src, nbytes[nxt], stream.handle), "cuMemcpyDtoDAsync")
 
-        return run
+        return enqueue
+
+    # ---- graph modes (see graphs.py) ------------------------------------------------------------
+    @property
+    def graph_key(self) -> tuple:
+        """What a captured graph depends on: input shapes and the host values baked into kernel args."""
+        return self._shape_key, tuple(self.host_values[h].item() for _, _, h in self._host_sites)
+
+    def _segment_runner_impl(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
+        return self._graphs().segment(steps, eager)
+
+    def _graph_runner_impl(self, body, eager: StepRunner, observer) -> StepRunner:
+        return self._graphs().whole(body, eager, observer)
+
+    def _graphs(self):
+        if self._graph_compiler is None:
+            from .graphs import GraphCompiler
+
+            self._graph_compiler = GraphCompiler(self)
+        return self._graph_compiler
 
     # ---- run time -------------------------------------------------------------------------------
     def _set_inputs_impl(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None:
@@ -278,6 +305,8 @@ class CudaBackend(Backend):
 
     def _close_impl(self) -> None:
         self.stream.synchronize()
+        if self._graph_compiler is not None:
+            self._graph_compiler.close()
         self._contexts.clear()
         self._launches.clear()
         for kernel in self.kernels.values():

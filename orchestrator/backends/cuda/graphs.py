@@ -1,0 +1,297 @@
+"""CUDA graph modes of the CUDA backend.
+
+- ``segment``: a straight-line run of steps is captured once as a graph and replayed; branches are
+  decided on the host between segments (one small device->host read for device-valued conditions).
+- ``whole``: the entire pipeline is one graph; ``if``/``switch``/``while`` become conditional nodes whose
+  value is set on the device by a one-thread NVRTC kernel calling ``cudaGraphSetConditional``. A run is one
+  graph launch with no host round trip. Host inputs used by conditions are copied into device slots
+  before the launch, so changing them needs no re-capture.
+
+Graphs are cached by ``backend.graph_key`` (input shapes, and host values baked into kernel arguments).
+On a miss the run is executed eagerly (this is also the warm-up TensorRT needs before capture) and the
+graph is captured for the next run. Built with cuda.core's GraphBuilder (conditional builders are put
+into building state before capturing into them, as the rig's verified example does).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import ExecutionError
+from ...kernels.nvrtc import compile_source
+from ...lazy import lazy_import
+from ...pipeline.ir import Condition, IfBlock, Node, Pipeline, Step, SwitchBlock, WhileBlock, walk
+from ..base import StepRunner
+from .driver import DeviceAllocation, PinnedAllocation, check, cu
+
+core = lazy_import("cuda.core")
+log = logging.getLogger("orchestrator")
+
+C_TYPES = {"float32": "float", "int8": "signed char", "uint8": "unsigned char", "int32": "int",
+           "int64": "long long", "bool": "bool"}
+PRELUDE = """\
+typedef __device_builtin__ unsigned long long cudaGraphConditionalHandle;
+extern "C" __device__ __cudart_builtin__ void cudaGraphSetConditional(cudaGraphConditionalHandle handle,
+                                                                       unsigned int value);
+"""
+NOT_RUN = -1
+
+
+@dataclass
+class StreamRef:
+    """The two spellings of a stream that enqueuers need."""
+
+    handle: Any  # CUstream
+    address: int
+
+    @classmethod
+    def of(cls, core_stream: Any) -> StreamRef:
+        handle = core_stream.handle
+        return cls(handle, int(handle))
+
+
+class ControlBlock:
+    """Device memory for control flow: host-input slots (8 bytes each), loop counters, decisions."""
+
+    def __init__(self, host_inputs: list[str], blocks: list[Node]):
+        self.host_slot = {name: i * 8 for i, name in enumerate(host_inputs)}
+        self.counter = {b.id: len(host_inputs) * 8 + 4 * i for i, b in enumerate(blocks)}
+        base = len(host_inputs) * 8 + 4 * len(blocks)
+        self.decision = {b.id: base + 4 * i for i, b in enumerate(blocks)}
+        self.decisions_offset, self.decisions_bytes = base, 4 * len(blocks)
+        self.device = DeviceAllocation(base + 4 * len(blocks))
+        self.host_bytes = max(len(host_inputs) * 8, 1)
+        self.staging = PinnedAllocation(max(self.host_bytes, self.decisions_bytes))
+        self.blocks = blocks
+
+    def address(self, kind: str, key: Any) -> int:
+        return self.device.address + getattr(self, kind)[key]
+
+    def free(self) -> None:
+        self.device.free()
+        self.staging.free()
+
+
+class GraphCompiler:
+    def __init__(self, backend: Any):
+        self.backend = backend
+        pipeline = backend.pipeline
+        self.blocks = [n for n in walk(pipeline.body) if isinstance(n, IfBlock | SwitchBlock | WhileBlock)]
+        hosts = sorted({n for b in self.blocks for n in _condition_names(b) if n in pipeline.host_inputs})
+        self.control = ControlBlock(hosts, self.blocks)
+        self.core_stream = core.Stream.from_handle(backend.stream.address)
+        self.functions = self._compile_conditions() if self.blocks else {}
+        self.graphs: list[Any] = []
+
+    # ---- condition kernels ----------------------------------------------------------------------
+    def _compile_conditions(self) -> dict[int, Any]:
+        """One NVRTC program holds every block's condition kernel (extern "C": names are not mangled)."""
+        source = condition_source(self.backend.pipeline, self.blocks)
+        arch = self.backend.context.info.arch
+        compiled = compile_source(f"conditions_{self.backend.pipeline.name}", source, f"cond_{self.blocks[0].id}",
+                                  arch, [f"--gpu-architecture={arch}", "-std=c++17"], "<conditions>")
+        self._module = check(cu.cuModuleLoadData(compiled.image), "cuModuleLoadData(conditions)")
+        return {b.id: check(cu.cuModuleGetFunction(self._module, f"cond_{b.id}".encode()), "cuModuleGetFunction")
+                for b in self.blocks}
+
+    def _operand(self, name: Any) -> int:
+        if not isinstance(name, str):
+            return 0
+        if name in self.control.host_slot:
+            return self.control.address("host_slot", name)
+        return self.backend.address[name]
+
+    def _launch_condition(self, block: Node, handle: int, stream: StreamRef, increment: int) -> None:
+        if isinstance(block, SwitchBlock):
+            subject, rhs = self._operand(block.subject), 0
+        else:
+            subject, rhs = self._operand(block.condition.subject), self._operand(block.condition.rhs)
+        values = [np.array([handle], np.uint64), np.array([subject], np.uint64), np.array([rhs], np.uint64),
+                  np.array([self.control.address("counter", block.id)], np.uint64),
+                  np.array([self.control.address("decision", block.id)], np.uint64),
+                  np.array([increment], np.int32)]
+        pointers = np.array([v.ctypes.data for v in values], np.uint64)
+        check(cu.cuLaunchKernel(self.functions[block.id], 1, 1, 1, 1, 1, 1, 0, stream.handle,
+                                pointers.ctypes.data, 0), "cuLaunchKernel(condition)")
+
+    # ---- capture ----------------------------------------------------------------------------------
+    def _capture(self, emit) -> Any:
+        builder = self.core_stream.create_graph_builder().begin_building()
+        emit(builder)
+        builder.end_building()
+        graph = builder.complete()
+        self.graphs.append(graph)
+        return graph
+
+    def _emit(self, builder: Any, nodes: tuple[Node, ...]) -> None:
+        stream = StreamRef.of(builder.stream)
+        for node in nodes:
+            if isinstance(node, IfBlock):
+                cond = builder.create_condition(default_value=0)
+                self._launch_condition(node, int(cond.handle), stream, 0)
+                if node.else_:
+                    then, else_ = builder.if_else(cond)
+                    self._body(then, node.then)
+                    self._body(else_, node.else_)
+                else:
+                    self._body(builder.if_then(cond), node.then)
+            elif isinstance(node, SwitchBlock):
+                cond = builder.create_condition(default_value=0)
+                self._launch_condition(node, int(cond.handle), stream, 0)
+                bodies = [body for _, body in node.cases] + ([node.default] if node.default is not None else [])
+                for case, body in zip(builder.switch(cond, len(bodies)), bodies, strict=True):
+                    self._body(case, body)
+            elif isinstance(node, WhileBlock):
+                check(cu.cuMemsetD32Async(self.control.address("counter", node.id), 0, 1, stream.handle),
+                      "cuMemsetD32Async")
+                cond = builder.create_condition(default_value=0)
+                self._launch_condition(node, int(cond.handle), stream, 0)
+                loop = builder.while_loop(cond).begin_building()
+                self._emit(loop, node.body)
+                inner = StreamRef.of(loop.stream)
+                self.backend.carry_enqueuer(node.carry)(inner)
+                self._launch_condition(node, int(cond.handle), inner, 1)
+                loop.end_building()
+            else:
+                self.backend.enqueuers[node.id](stream)
+
+    def _body(self, builder: Any, nodes: tuple[Node, ...]) -> None:
+        builder.begin_building()
+        self._emit(builder, nodes)
+        builder.end_building()
+
+    # ---- runners ----------------------------------------------------------------------------------
+    def segment(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
+        graphs: dict[tuple, Any] = {}
+        backend, stream = self.backend, self.core_stream
+
+        def run() -> None:
+            graph = graphs.get(backend.graph_key)
+            if graph is None:
+                eager()  # warm-up (TensorRT needs one plain enqueue) and this run's results
+                graphs[backend.graph_key] = self._capture(lambda b: self._emit(b, steps))
+                return
+            graph.launch(stream)
+
+        return run
+
+    def whole(self, body: tuple[Node, ...], eager: StepRunner, observer: Any) -> StepRunner:
+        graphs: dict[tuple, Any] = {}
+        backend, stream, control = self.backend, self.core_stream, self.control
+        hosts = list(control.host_slot)
+
+        def emit(builder: Any) -> None:
+            if control.decisions_bytes:
+                check(cu.cuMemsetD32Async(control.address("decision", self.blocks[0].id), NOT_RUN & 0xFFFFFFFF,
+                                          len(self.blocks), StreamRef.of(builder.stream).handle), "cuMemsetD32Async")
+            self._emit(builder, body)
+
+        def run() -> None:
+            self._stage_host_inputs(hosts)
+            graph = graphs.get(backend.graph_key)
+            if graph is None:
+                eager()
+                graphs[backend.graph_key] = self._capture(emit)
+                return
+            graph.launch(stream)
+            self._check_decisions(observer)
+
+        return run
+
+    def _stage_host_inputs(self, hosts: list[str]) -> None:
+        if not hosts:
+            return
+        staging, values = self.control.staging.array, self.backend.host_values
+        for name in hosts:
+            slot = self.control.host_slot[name]
+            raw = np.ascontiguousarray(values[name]).view(np.uint8).reshape(-1)
+            staging[slot:slot + raw.size] = raw
+        check(cu.cuMemcpyHtoDAsync(self.control.device.address, staging.ctypes.data, self.control.host_bytes,
+                                   self.backend.stream.handle), "cuMemcpyHtoDAsync(host slots)")
+
+    def _check_decisions(self, observer: Any) -> None:
+        """Report branch decisions to the observer, and fail on a switch value that matched no case."""
+        needs_check = any(isinstance(b, SwitchBlock) and b.default is None for b in self.blocks)
+        if not self.blocks or (observer is None and not needs_check):
+            return
+        control = self.control
+        check(cu.cuMemcpyDtoHAsync(control.staging.address, control.device.address + control.decisions_offset,
+                                   control.decisions_bytes, self.backend.stream.handle), "cuMemcpyDtoHAsync")
+        self.backend.stream.synchronize()
+        decisions = control.staging.array[:control.decisions_bytes].view(np.int32)
+        for block, value in zip(self.blocks, decisions.tolist(), strict=True):
+            if value == NOT_RUN:
+                continue
+            if value == -2:
+                raise ExecutionError(f"switch '{block.name}': '{block.subject}' matches no case and there is "
+                                     f"no default")
+            if observer is not None:
+                observer.branch_taken(block, _label(block, value))
+
+    def close(self) -> None:
+        self.graphs.clear()
+        if self.functions:
+            check(cu.cuModuleUnload(self._module), "cuModuleUnload")
+        self.control.free()
+
+
+def condition_source(pipeline: Pipeline, blocks: list[Node]) -> str:
+    """CUDA source of one condition kernel per block: ``cond_<id>(handle, subject, rhs, counter,
+    decision, increment)`` evaluates the block's condition on the device and sets the graph condition."""
+    return PRELUDE + "\n".join(_condition_kernel(pipeline, b) for b in blocks)
+
+
+def _pointer(pipeline: Pipeline, name: str) -> str:
+    dtype = pipeline.tensors[name].dtype
+    if dtype not in C_TYPES:
+        raise ExecutionError(f"'{name}' is {dtype}; graph-mode conditions take {', '.join(C_TYPES)} values")
+    return f"const {C_TYPES[dtype]}*"
+
+
+def _compare(cond: Condition) -> str:
+    if cond.op is None:
+        test = "(double)subject[0] != 0.0"
+    else:
+        rhs = "(double)rhs[0]" if isinstance(cond.rhs, str) else repr(float(cond.rhs))
+        test = f"(double)subject[0] {cond.op} {rhs}"
+    return f"!({test})" if cond.negate else f"({test})"
+
+
+def _condition_kernel(pipeline: Pipeline, block: Node) -> str:
+    head = f'extern "C" __global__ void cond_{block.id}(cudaGraphConditionalHandle h, '
+    tail = "int* counter, int* decision, int increment) {\n"
+    if isinstance(block, SwitchBlock):
+        cases = "".join(f"  if (v == {key}LL) idx = {i};\n" for i, (key, _) in enumerate(block.cases))
+        fallback = len(block.cases) if block.default is not None else 0xFFFF
+        return (f"{head}{_pointer(pipeline, block.subject)} subject, const int* unused, {tail}"
+                f"  long long v = (long long)subject[0];\n  unsigned int idx = {fallback}u;\n{cases}"
+                f"  decision[0] = idx == 0xFFFFu ? -2 : (int)idx;\n  cudaGraphSetConditional(h, idx);\n}}\n")
+    cond = block.condition
+    rhs = _pointer(pipeline, cond.rhs) if isinstance(cond.rhs, str) else "const int*"
+    body = f"  bool go = {_compare(cond)};\n"
+    if isinstance(block, WhileBlock):
+        body += (f"  if (increment) counter[0] += 1;\n  go = go && counter[0] < {block.max_iterations};\n"
+                 "  decision[0] = counter[0];\n")
+    else:
+        body += "  decision[0] = go ? 1 : 0;\n"
+    return (f"{head}{_pointer(pipeline, cond.subject)} subject, {rhs} rhs, {tail}"
+            f"{body}  cudaGraphSetConditional(h, go ? 1u : 0u);\n}}\n")
+
+
+def _label(block: Node, value: int) -> str:
+    if isinstance(block, IfBlock):
+        return "then" if value else "else"
+    if isinstance(block, SwitchBlock):
+        return f"case {block.cases[value][0]}" if value < len(block.cases) else "default"
+    return f"{value} iterations"
+
+
+def _condition_names(block: Node) -> list[str]:
+    if isinstance(block, SwitchBlock):
+        return [block.subject]
+    return [n for n in (block.condition.subject, block.condition.rhs) if isinstance(n, str)]
+

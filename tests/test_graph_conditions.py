@@ -1,0 +1,48 @@
+"""Graph mode, the parts that need no GPU: condition kernels compile with NVRTC for every block kind,
+and asking for graphs on the CPU backend is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, write
+from test_control_flow import SWITCH, WHILE
+
+from orchestrator import MissingDependencyError, Orchestrator
+from orchestrator.backends.cuda.graphs import condition_source
+from orchestrator.kernels.nvrtc import compile_source
+from orchestrator.pipeline.ir import IfBlock, SwitchBlock, WhileBlock, walk
+from orchestrator.pipeline.load import load_pipeline
+
+
+def blocks(pipeline):
+    return [n for n in walk(pipeline.body) if isinstance(n, IfBlock | SwitchBlock | WhileBlock)]
+
+
+@pytest.mark.parametrize("which", ["cascade", "switch", "while"])
+def test_condition_kernels_compile(workdir, tmp_path, which):
+    if which == "cascade":
+        pipeline = load_pipeline(ROOT / "pipelines/cascade.yaml")
+    else:
+        text = SWITCH % "    default:\n      - kernel: scale\n        args: {src: x, dst: z, factor: -1.0}" \
+            if which == "switch" else WHILE % 5
+        pipeline = load_pipeline(write(workdir, text))
+    found = blocks(pipeline)
+    source = condition_source(pipeline, found)
+    for block in found:
+        assert f"cond_{block.id}(" in source
+    compiled = compile_source("conditions", source, f"cond_{found[0].id}", "sm_90",
+                              ["--gpu-architecture=sm_90", "-std=c++17"], "<conditions>", cache_root=tmp_path)
+    assert compiled.image[:4] == b"\x7fELF"
+    if which == "while":
+        assert "counter[0] < 5" in source
+
+
+@pytest.mark.parametrize("mode", [True, "segments"])
+def test_graph_modes_need_the_cuda_backend(mode):
+    with pytest.raises(MissingDependencyError, match="graph mode needs the CUDA backend"):
+        Orchestrator.from_yaml(ROOT / "pipelines/cascade.yaml", device="cpu", graphs=mode)
+
+
+def test_bad_graph_mode_value():
+    with pytest.raises(ValueError, match="graphs must be"):
+        Orchestrator.from_yaml(ROOT / "pipelines/cascade.yaml", device="cpu", graphs="sometimes")
