@@ -48,12 +48,22 @@ class Orchestrator:
     """A loaded pipeline bound to a backend, ready to ``run``."""
 
     def __init__(self, pipeline: Pipeline | str | Path, *, device: Device = "auto",
-                 observer: Observer | None = None, graphs: bool | str = False, **backend_options: Any):
+                 observer: Observer | None = None, graphs: bool | str = False, debug: bool = False,
+                 **backend_options: Any):
         """``graphs``: False (eager), True (one CUDA graph with device-side branching) or "segments"
         (graphs between host-decided branches); graph modes need the CUDA backend. ``backend_options``
-        go to the CUDA backend: ``stream`` (an external stream), ``cache_dir``, ``device_index``."""
+        go to the CUDA backend: ``stream`` (an external stream), ``cache_dir``, ``device_index``.
+        ``debug``: synchronise and check after every step, record and optionally dump every tensor (see
+        ``debug_run`` and ``step_through``); debug runs are eager."""
+        if debug and graphs:
+            raise ValueError("debug mode runs step by step; it cannot be combined with graphs")
         self.pipeline = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+        self.backend_options = dict(backend_options)
         self.backend = _make_backend(self.pipeline, device, backend_options)
+        if debug:
+            from .debug import DebugObserver
+
+            observer = DebugObserver(self.pipeline, self.backend, observer)
         self.executor = Executor(self.pipeline, self.backend, observer, graphs)
 
     @classmethod
@@ -67,6 +77,19 @@ class Orchestrator:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the pipeline once; ``inputs`` maps input names to arrays (host inputs: scalars)."""
         return self.executor.run(inputs)
+
+    def debug_run(self, inputs: Mapping[str, Any], **options: Any):
+        """Run once in debug mode; options: dump_dir, compare ("reference", "fp32", a pipeline path or an
+        Orchestrator), atol, rtol, steps (names), sentinels. Returns a DebugReport."""
+        from .debug import debug_run
+
+        return debug_run(self, inputs, **options)
+
+    def step_through(self, inputs: Mapping[str, Any]):
+        """Iterate over the steps of one run as they execute (debug mode); stop iterating to abandon it."""
+        from .debug import step_through
+
+        return step_through(self, inputs)
 
     def close(self) -> None:
         self.backend.close()

@@ -12,6 +12,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -124,6 +125,31 @@ def _compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _debug(args: argparse.Namespace) -> int:
+    from .api import Orchestrator
+
+    inputs = _load_inputs(args.inputs)
+    with Orchestrator.from_yaml(args.pipeline, device=args.device, debug=True) as orch:
+        report = orch.debug_run(inputs, dump_dir=args.dump, compare=args.compare, atol=args.atol, rtol=args.rtol,
+                                steps=args.steps.split(",") if args.steps else None, sentinels=args.sentinels)
+        print(f"{args.pipeline}: debug run on {orch.device}")
+    print(report.table())
+    if args.dump:
+        print(f"tensors, manifest.json and summary.txt written to {args.dump}")
+    return EXIT_USER if report.first_divergence is not None else EXIT_OK
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from .profile import profile_pipeline
+
+    result = profile_pipeline(args.pipeline, _load_inputs(args.inputs), iterations=args.iters, device=args.device)
+    print(result.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        print(f"profile written to {args.json}")
+    return EXIT_OK
+
+
 def _schema(args: argparse.Namespace) -> int:
     from .pipeline.schema import json_schema
 
@@ -164,6 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", nargs="+", default=["sm_90", "sm_86"])
     p.add_argument("--cache-dir")
     p.set_defaults(func=_compile)
+
+    p = sub.add_parser("debug", help="run step by step: dump, compare, and find the first diverging step")
+    p.add_argument("pipeline")
+    p.add_argument("--inputs", required=True)
+    p.add_argument("--dump", help="write every tensor (.npy), manifest.json and summary.txt here")
+    p.add_argument("--compare", help="'reference' (CPU backend), 'fp32' (every snippet at fp32), or a pipeline")
+    p.add_argument("--steps", help="comma-separated step names to record (default: all)")
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--sentinels", action="store_true", help="stop at the first NaN/Inf or FP16 overflow")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_debug)
+
+    p = sub.add_parser("profile", help="per-step time, host time per run, and the memory plan")
+    p.add_argument("pipeline")
+    p.add_argument("--inputs", required=True)
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--json", help="also write the profile as JSON to this file")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_profile)
 
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)

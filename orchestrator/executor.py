@@ -19,7 +19,8 @@ from .pipeline.ir import Condition, IfBlock, Node, Pipeline, Step, SwitchBlock, 
 
 
 class Observer(Protocol):
-    """Told about every step and branch decision (used by tests, debug mode and profiling)."""
+    """Told about every step and branch decision (used by tests, debug mode and profiling). It may also
+    define ``step_started(step)``, called just before a step runs."""
 
     def step_done(self, step: Step) -> None: ...
 
@@ -89,7 +90,11 @@ class Executor:
         if observer is None:
             return runner
 
+        started = getattr(observer, "step_started", None)
+
         def observed() -> None:
+            if started is not None:
+                started(node)
             runner()
             observer.step_done(node)
 

@@ -246,3 +246,67 @@ def test_switch_and_while_on_the_gpu(workdir, mode):
             out = loop.run({"x": np.array([[start]], np.float32), "limit": 1.0})
             np.testing.assert_allclose(out["x_final"], [[start / 2**iterations]])
             assert log.taken[-1] == f"{iterations} iterations"
+
+
+# ---- debug mode and profiling on the GPU ----------------------------------------------------------
+
+
+def test_debug_names_off_by_one_cuda_kernel(workdir):
+    from test_debug import inputs as debug_inputs
+    from test_debug import make, off_by_one
+
+    bad = make(workdir, "bad.yaml", kernel=off_by_one(workdir, in_reference=False))  # the CUDA source is wrong
+    orch = Orchestrator(bad, device="cuda", debug=True, cache_dir=workdir / "cache")
+    report = orch.debug_run(debug_inputs(), compare="reference")
+    assert report.first_divergence.record.name == "amplify"
+    assert "the step itself is wrong" in report.isolated
+
+
+def test_debug_names_swapped_binding_on_gpu(workdir):
+    from test_debug import inputs as debug_inputs
+    from test_debug import make
+
+    good, bad = make(workdir, "good.yaml"), make(workdir, "bad.yaml", swap=True)
+    orch = Orchestrator(bad, device="cuda", debug=True, cache_dir=workdir / "cache")
+    report = orch.debug_run(debug_inputs(1), compare=str(good))
+    assert report.first_divergence.record.name == "difference"
+
+
+def test_debug_sentinel_names_fp16_overflow_on_gpu(workdir):
+    from test_debug import make
+
+    orch = Orchestrator(make(workdir, "overflow.yaml", precision="fp16", factor=1e6), device="cuda", debug=True,
+                        cache_dir=workdir / "cache")
+    big = {"x": np.full((1, 4), 10, np.float32), "y": np.full((1, 4), -10, np.float32)}
+    with pytest.raises(Exception, match="sentinel: step 'clip'"):
+        orch.debug_run(big, sentinels=True)
+
+
+def test_debug_poisons_dead_tensors_and_steps_through_on_gpu(workdir):
+    from test_debug import inputs as debug_inputs
+    from test_debug import make
+
+    orch = Orchestrator(make(workdir, "good.yaml"), device="cuda", debug=True, cache_dir=workdir / "cache")
+    reference = Orchestrator(make(workdir, "good.yaml"), device="cpu").run(debug_inputs())["out"]
+    np.testing.assert_allclose(orch.run(debug_inputs())["out"], reference, rtol=1e-5)
+    assert np.isnan(orch.backend.fetch("rx")).all()
+    names = [r.name for r in orch.step_through(debug_inputs())]
+    assert names == ["rectify", "difference", "amplify", "clip"]
+
+
+def test_debug_compare_reference_on_examples(cache_dir):
+    orch = Orchestrator.from_yaml(ROOT / "pipelines/classify.yaml", device="cuda", debug=True, cache_dir=cache_dir)
+    report = orch.debug_run(inputs("classify", 1), compare="reference", atol=1e-3, rtol=1e-3)
+    assert report.first_divergence is None, report.table()
+
+
+def test_profile_on_gpu(cache_dir):
+    from orchestrator.profile import profile_pipeline
+
+    with np.load(ROOT / "pipelines/inputs/classify.npz") as data:
+        given = {k: data[k] for k in data.files}
+    result = profile_pipeline(str(ROOT / "pipelines/classify.yaml"), given, iterations=20, device="cuda",
+                              cache_dir=cache_dir)
+    assert result.device == "cuda" and [s.name for s in result.steps][:2] == ["preprocess", "stem"]
+    assert all(s.median_ms > 0 for s in result.steps) and abs(sum(s.share for s in result.steps) - 1) < 1e-6
+    assert result.memory["tensorrt_scratch_bytes"] > 0

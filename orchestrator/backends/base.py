@@ -8,6 +8,7 @@ at run time (the value of a condition, the loop carry copy). Public methods chec
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -78,6 +79,28 @@ class Backend(ABC):
 
     def synchronize(self) -> None:
         """Wait until everything enqueued has finished (a no-op on the CPU)."""
+
+    def bind_thread(self) -> None:
+        """Make this backend usable from the calling thread (the CUDA context is per thread)."""
+
+    def timing_mark(self) -> object:
+        """A reusable timing mark (a CUDA event on the GPU; a clock reading on the CPU)."""
+        return [0.0]
+
+    def record_mark(self, mark: object) -> None:
+        mark[0] = time.perf_counter()  # type: ignore[index]
+
+    def elapsed(self, start: object, end: object) -> float:
+        """Seconds between two recorded marks (after ``synchronize``)."""
+        return end[0] - start[0]  # type: ignore[index]
+
+    def poison(self, tensor: str) -> None:
+        """Overwrite a dead intermediate with NaN (debug mode), so that stale reads show up."""
+        self._check_open()
+        self._poison_impl(tensor)
+
+    def _poison_impl(self, tensor: str) -> None:
+        """Default: nothing to poison."""
 
     def close(self) -> None:
         if not self._closed:

@@ -79,5 +79,10 @@ class CpuBackend(Backend):
     def _outputs_impl(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         return {n: self.values[n] for n in names}
 
+    def _poison_impl(self, tensor: str) -> None:
+        value = self.values.get(tensor)
+        if value is not None and value.dtype.kind == "f":
+            self.values[tensor] = np.full_like(value, np.nan)
+
     def _fetch_impl(self, name: str) -> np.ndarray:
         return np.array(self.values[name], copy=True)

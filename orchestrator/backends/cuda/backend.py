@@ -107,6 +107,7 @@ class CudaBackend(Backend):
         self._shape_key: tuple | None = None
         self.enqueuers: dict[int, Callable[[Stream], None]] = {}  # step id -> enqueue on a given stream
         self._graph_compiler = None
+        self._events: list[Any] = []
 
     # ---- load time ------------------------------------------------------------------------------
     def _profile(self, snippet: str) -> Profile:
@@ -291,6 +292,31 @@ class CudaBackend(Backend):
     def synchronize(self) -> None:
         self.stream.synchronize()
 
+    def bind_thread(self) -> None:
+        self.context.make_current()
+
+    def timing_mark(self) -> object:
+        event = check(cu.cuEventCreate(cu.CUevent_flags.CU_EVENT_DEFAULT), "cuEventCreate")
+        self._events.append(event)
+        return event
+
+    def record_mark(self, mark: object) -> None:
+        check(cu.cuEventRecord(mark, self.stream.handle), "cuEventRecord")
+
+    def elapsed(self, start: object, end: object) -> float:
+        return check(cu.cuEventElapsedTime(start, end), "cuEventElapsedTime") / 1e3
+
+    def _poison_impl(self, tensor: str) -> None:
+        """NaN over the tensor's whole arena slot (float32/float16 patterns; 0xFF bytes otherwise)."""
+        address, nbytes, handle = self.address[tensor], self.layout.capacity[tensor], self.stream.handle
+        dtype = self.pipeline.tensors[tensor].dtype
+        if dtype == "float32" and nbytes % 4 == 0:
+            check(cu.cuMemsetD32Async(address, 0x7FC00000, nbytes // 4, handle), "cuMemsetD32Async")
+        elif dtype == "float16" and nbytes % 2 == 0:
+            check(cu.cuMemsetD16Async(address, 0x7E00, nbytes // 2, handle), "cuMemsetD16Async")
+        else:
+            check(cu.cuMemsetD8Async(address, 0xFF, nbytes, handle), "cuMemsetD8Async")
+
     def _fetch_impl(self, name: str) -> np.ndarray:
         if name in self.host_values:
             return np.array(self.host_values[name])
@@ -315,5 +341,7 @@ class CudaBackend(Backend):
         self.arena.free()
         for block in [*self._pinned, self._scalar]:
             block.free()
+        for event in self._events:
+            check(cu.cuEventDestroy(event), "cuEventDestroy")
         self.stream.destroy()
         self.context.release()
