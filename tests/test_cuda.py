@@ -32,7 +32,10 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("orchestrator-cache")
+    """$ORCHESTRATOR_CACHE when set (engines survive between test sessions on one machine), else a temp dir."""
+    import os
+
+    return os.environ.get("ORCHESTRATOR_CACHE") or tmp_path_factory.mktemp("orchestrator-cache")
 
 
 def pair(name: str, cache_dir, **options):
@@ -232,7 +235,8 @@ def test_switch_and_while_on_the_gpu(workdir, mode):
 
     default = "    default:\n      - kernel: scale\n        args: {src: x, dst: z, factor: -1.0}"
     log = BranchLog()
-    switch = Orchestrator(write(workdir, SWITCH % default, "switch.yaml"), device="cuda", graphs=mode,
+    bounded = "dims:\n  N: {min: 1, opt: 2, max: 4}\n" + SWITCH % default
+    switch = Orchestrator(write(workdir, bounded, "switch.yaml"), device="cuda", graphs=mode,
                           observer=log, cache_dir=workdir / "cache")
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     for _ in range(2):

@@ -14,6 +14,8 @@ from orchestrator import ExecutionError, Orchestrator
 from orchestrator.cli import main
 
 GOOD = """\
+dims:
+  N: {min: 1, opt: 2, max: 4}
 inputs:
   x: {dtype: float32, shape: [N, 4]}
   y: {dtype: float32, shape: [N, 4]}

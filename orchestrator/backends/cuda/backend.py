@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,9 @@ class CudaBackend(Backend):
         root = cache.cache_dir(cache_dir)
         self.bounds = {w: concrete_shapes(pipeline, dims_at(pipeline, w)) for w in ("min", "opt", "max")}
         self.engine_cache = EngineCache(root, self.context.info)
-        self.snippets = {name: TensorRTSnippet(info, self.engine_cache.engine(info, self._profile(name)))
+        uses = Counter(n.snippet for n in walk(pipeline.body) if isinstance(n, SnippetCall))
+        self.snippets = {name: TensorRTSnippet(info, self.engine_cache.engine(info, self._profile(name),
+                                                                               max(uses[name], 1)))
                          for name, info in pipeline.snippets.items()}
         self.kernels = {name: LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
                         for name, info in pipeline.kernels.items()}
@@ -147,7 +150,8 @@ class CudaBackend(Backend):
         return self._kernel_runner(step)
 
     def _snippet_runner(self, step: SnippetCall) -> StepRunner:
-        ctx = self.snippets[step.snippet].context(self.arena.address + self.layout.scratch_offset)
+        ctx = self.snippets[step.snippet].context(self.arena.address + self.layout.scratch_offset,
+                                                  self.stream.address)
         for port, tensor in list(step.inputs.items()) + list(step.outputs.items()):
             ctx.bind(port, self.address[tensor])
             if tensor in self._input_sites:

@@ -83,6 +83,7 @@ class GraphCompiler:
         self.blocks = [n for n in walk(pipeline.body) if isinstance(n, IfBlock | SwitchBlock | WhileBlock)]
         hosts = sorted({n for b in self.blocks for n in _condition_names(b) if n in pipeline.host_inputs})
         self.control = ControlBlock(hosts, self.blocks)
+        core.Device(backend.context.ordinal).set_current()  # cuda.core's view of our (primary) context
         self.core_stream = core.Stream.from_handle(backend.stream.address)
         self.functions = self._compile_conditions() if self.blocks else {}
         self.graphs: list[Any] = []

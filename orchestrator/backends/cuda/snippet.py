@@ -29,14 +29,14 @@ class EngineCache:
         self.timing_path = root / "timing" / f"{gpu}-{device.arch}-trt{trt.version()}.cache"
         self.builds = 0  # engines built (not loaded from the cache) by this object
 
-    def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile) -> str:
-        settings = {"precision": info.precision, "workspace": info.workspace, "profile": profile,
+    def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile, copies: int) -> str:
+        settings = {"precision": info.precision, "workspace": info.workspace, "profile": profile, "copies": copies,
                     "tensorrt": trt.version(), "gpu": self.device.name, "cc": self.device.compute_capability}
         return cache.digest(onnx_bytes, settings)
 
-    def engine(self, info: SnippetInfo, profile: Profile) -> Any:
+    def engine(self, info: SnippetInfo, profile: Profile, copies: int = 1) -> Any:
         onnx_bytes = info.onnx_path.read_bytes()
-        path = self.root / "engines" / f"{info.name}-{self.key(info, onnx_bytes, profile)[:32]}.engine"
+        path = self.root / "engines" / f"{info.name}-{self.key(info, onnx_bytes, profile, copies)[:32]}.engine"
         data = cache.read(path)
         if data is not None:
             engine = trt.deserialize(data)
@@ -45,7 +45,7 @@ class EngineCache:
             log.warning("orchestrator: cached engine %s is corrupt or incompatible; rebuilding", path.name)
         serialized, timing = trt.build_engine(onnx_bytes, name=info.name, precision=info.precision,
                                               workspace=info.workspace, profile=profile,
-                                              timing_cache=cache.read(self.timing_path))
+                                              timing_cache=cache.read(self.timing_path), copies=copies)
         self.builds += 1
         cache.write_atomic(path, serialized)
         cache.write_atomic(self.timing_path, timing)
@@ -61,14 +61,24 @@ class TensorRTSnippet:
     def __init__(self, info: SnippetInfo, engine: Any):
         self.info, self.engine = info, engine
         self.scratch_bytes = trt.scratch_bytes(engine)
+        self.contexts = 0
         inputs, outputs = trt.io_tensors(engine)
         if set(inputs) != set(info.inputs) or set(outputs) != set(info.outputs):
             raise CompileError(f"engine of snippet '{info.name}' has I/O {inputs} -> {outputs}, "
                                f"but its ONNX file declares {list(info.inputs)} -> {list(info.outputs)}")
 
-    def context(self, scratch_address: int) -> StepContext:
+    def context(self, scratch_address: int, stream_address: int) -> StepContext:
+        """A context for the next step that runs this snippet, on its own optimisation profile."""
         ctx = trt.context_without_memory(self.engine)
         trt.set_scratch(ctx, scratch_address, self.scratch_bytes)
+        profiles = self.engine.num_optimization_profiles
+        if profiles > 1 or self.contexts > 0:
+            if self.contexts >= profiles:
+                raise CompileError(f"snippet '{self.info.name}': engine has {profiles} optimisation profile(s) "
+                                   f"but {self.contexts + 1} steps run it")
+            if not ctx.set_optimization_profile_async(self.contexts, stream_address):
+                raise ExecutionError(f"snippet '{self.info.name}': cannot select profile {self.contexts}")
+        self.contexts += 1
         return StepContext(self.info.name, ctx)
 
 

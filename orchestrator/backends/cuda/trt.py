@@ -71,8 +71,10 @@ def _progress_monitor(name: str):
 
 def build_engine(onnx_bytes: bytes, *, name: str, precision: str, workspace: int,
                  profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
-                 timing_cache: bytes | None) -> tuple[bytes, bytes]:
-    """Build a serialized engine; returns it with the updated timing cache."""
+                 timing_cache: bytes | None, copies: int = 1) -> tuple[bytes, bytes]:
+    """Build a serialized engine; returns it with the updated timing cache. ``copies`` identical
+    optimisation profiles are added: with dynamic shapes a profile serves one execution context, and a
+    snippet run by several steps has one context per step."""
     builder = trt.Builder(logger())
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if is_8() else 0
     network = builder.create_network(flags)
@@ -83,7 +85,7 @@ def build_engine(onnx_bytes: bytes, *, name: str, precision: str, workspace: int
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     _set_precision(config, precision, name)
-    if profile:
+    for _ in range(copies if profile else 0):
         opt = builder.create_optimization_profile()
         for tensor, (lo, mid, hi) in profile.items():
             opt.set_shape(tensor, lo, mid, hi)
