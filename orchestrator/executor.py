@@ -41,9 +41,14 @@ class Executor:
             raise ValueError(f"graphs must be False, True or 'segments', not {graphs!r}")
         self.pipeline, self.backend, self.observer = pipeline, backend, observer
         self.graphs = graphs
+        self._runners: dict[int, StepRunner] = {}  # one runner per step, shared by every compiled form
         self._program = self._block(pipeline.body)
         if graphs is True:
-            self._program = backend.graph_runner(pipeline.body, self._program, observer)
+            self._program = backend.graph_runner(pipeline.body, self._program, observer, self._segments_program)
+
+    def _segments_program(self) -> StepRunner:
+        self.graphs = "segments"
+        return self._block(self.pipeline.body)
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays, dims = check_inputs(self.pipeline, inputs)
@@ -85,6 +90,11 @@ class Executor:
             return self._switch(node)
         if isinstance(node, WhileBlock):
             return self._while(node)
+        if node.id not in self._runners:
+            self._runners[node.id] = self._step(node)
+        return self._runners[node.id]
+
+    def _step(self, node: Step) -> StepRunner:
         runner = self.backend.step_runner(node)
         observer = self.observer
         if observer is None:

@@ -111,3 +111,43 @@ steps:
     orch = Orchestrator(write(workdir, text), device="cpu")
     np.testing.assert_allclose(orch.run({"x": np.array([[3]], np.float32), "gain": 4.0})["z"], [[12.0]])
     np.testing.assert_allclose(orch.run({"x": np.array([[0]], np.float32), "gain": 4.0})["z"], [[0.0]])
+
+
+NESTED = """\
+inputs:
+  x: {dtype: float32, shape: [1, 1]}
+  mode: {dtype: int32, host: true}
+outputs: [z]
+kernels:
+  scale: scale.yaml
+steps:
+  - kernel: scale
+    args: {src: x, dst: state, factor: 1.0}
+  - switch: mode
+    cases:
+      0:
+        - while: state > 1.0
+          max_iterations: 10
+          carry: {state: shrunk}
+          body:
+            - if: state > 8.0
+              then:
+                - kernel: scale
+                  args: {src: state, dst: shrunk, factor: 0.25}
+              else:
+                - kernel: scale
+                  args: {src: state, dst: shrunk, factor: 0.5}
+        - kernel: scale
+          args: {src: state, dst: z, factor: 1.0}
+      1:
+        - kernel: scale
+          args: {src: state, dst: z, factor: -1.0}
+"""
+
+
+def test_nested_blocks(workdir):
+    log = Log()
+    orch = Orchestrator(write(workdir, NESTED), device="cpu", observer=log)
+    assert orch.run({"x": np.array([[40.0]], np.float32), "mode": 0})["z"][0, 0] == 0.625
+    assert log.branches == ["case 0", "then", "then", "else", "else", "4 iterations"]
+    assert orch.run({"x": np.array([[40.0]], np.float32), "mode": 1})["z"][0, 0] == -40.0

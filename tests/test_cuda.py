@@ -314,3 +314,32 @@ def test_profile_on_gpu(cache_dir):
     assert result.device == "cuda" and [s.name for s in result.steps][:2] == ["preprocess", "stem"]
     assert all(s.median_ms > 0 for s in result.steps) and abs(sum(s.share for s in result.steps) - 1) < 1e-6
     assert result.memory["tensorrt_scratch_bytes"] > 0
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["eager", "segments", "conditional"])
+def test_nested_blocks_on_the_gpu(workdir, mode):
+    from conftest import write
+    from test_control_flow import NESTED
+
+    log = BranchLog()
+    orch = Orchestrator(write(workdir, NESTED, "nested.yaml"), device="cuda", graphs=mode, observer=log,
+                        cache_dir=workdir / "cache")
+    for _ in range(3):
+        for x, selector, want in ((40.0, 0, 0.625), (40.0, 1, -40.0), (3.0, 0, 0.75)):
+            assert orch.run({"x": np.array([[x]], np.float32), "mode": selector})["z"][0, 0] == want
+
+
+def test_conditional_graph_falls_back_to_segments_and_says_why(cache_dir, monkeypatch, caplog):
+    from orchestrator.backends.cuda.graphs import GraphCompiler
+
+    def cannot_capture(self, *args):
+        raise RuntimeError("this step cannot live in a conditional body")
+
+    monkeypatch.setattr(GraphCompiler, "_launch_condition", cannot_capture)  # used only by whole-graph capture
+    gpu, cpu = pair("cascade", cache_dir, graphs=True)
+    x = inputs("cascade", 4)
+    with caplog.at_level(logging.WARNING, logger="orchestrator"):
+        for threshold in (0.0, 1.01, 0.0):
+            run = {**x, "threshold": threshold}
+            assert rel_l2(gpu.run(run)["probs"], cpu.run(run)["probs"]) <= FP32
+    assert "cannot run as one CUDA graph" in caplog.text and "cannot live in a conditional body" in caplog.text

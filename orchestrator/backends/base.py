@@ -47,15 +47,18 @@ class Backend(ABC):
         self._check_open()
         return self._segment_runner_impl(steps, eager)
 
-    def graph_runner(self, body: tuple[Node, ...], eager: StepRunner, observer: Any) -> StepRunner:
-        """Graph mode with device-side branching: the whole body as one graph with conditional nodes."""
+    def graph_runner(self, body: tuple[Node, ...], eager: StepRunner, observer: Any,
+                     fallback: Callable[[], StepRunner]) -> StepRunner:
+        """Graph mode with device-side branching: the whole body as one graph with conditional nodes;
+        ``fallback()`` gives the graph-segments program, for pipelines that cannot be captured whole."""
         self._check_open()
-        return self._graph_runner_impl(body, eager, observer)
+        return self._graph_runner_impl(body, eager, observer, fallback)
 
     def _segment_runner_impl(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
         raise MissingDependencyError(f"graph mode needs the CUDA backend (this is the {self.name} backend)")
 
-    def _graph_runner_impl(self, body: tuple[Node, ...], eager: StepRunner, observer: Any) -> StepRunner:
+    def _graph_runner_impl(self, body: tuple[Node, ...], eager: StepRunner, observer: Any,
+                           fallback: Callable[[], StepRunner]) -> StepRunner:
         raise MissingDependencyError(f"graph mode needs the CUDA backend (this is the {self.name} backend)")
 
     # -- run time ---------------------------------------------------------------------------------

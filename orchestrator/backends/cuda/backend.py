@@ -85,8 +85,9 @@ class CudaBackend(Backend):
         self.bounds = {w: concrete_shapes(pipeline, dims_at(pipeline, w)) for w in ("min", "opt", "max")}
         self.engine_cache = EngineCache(root, self.context.info)
         uses = Counter(n.snippet for n in walk(pipeline.body) if isinstance(n, SnippetCall))
-        self.snippets = {name: TensorRTSnippet(info, self.engine_cache.engine(info, self._profile(name),
-                                                                               max(uses[name], 1)))
+        profiles = {name: self._profile(name) for name in pipeline.snippets}
+        self.snippets = {name: TensorRTSnippet(info, self.engine_cache.engine(info, profiles[name], max(uses[name], 1)),
+                                               dynamic=bool(profiles[name]))
                          for name, info in pipeline.snippets.items()}
         self.kernels = {name: LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
                         for name, info in pipeline.kernels.items()}
@@ -200,8 +201,8 @@ class CudaBackend(Backend):
     def _segment_runner_impl(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
         return self._graphs().segment(steps, eager)
 
-    def _graph_runner_impl(self, body, eager: StepRunner, observer) -> StepRunner:
-        return self._graphs().whole(body, eager, observer)
+    def _graph_runner_impl(self, body, eager: StepRunner, observer, fallback) -> StepRunner:
+        return self._graphs().whole(body, eager, observer, fallback)
 
     def _graphs(self):
         if self._graph_compiler is None:

@@ -122,8 +122,10 @@ class GraphCompiler:
     # ---- capture ----------------------------------------------------------------------------------
     def _capture(self, emit) -> Any:
         builder = self.core_stream.create_graph_builder().begin_building()
-        emit(builder)
-        builder.end_building()
+        try:
+            emit(builder)
+        finally:
+            builder.end_building()  # a failed capture must still leave capture mode
         graph = builder.complete()
         self.graphs.append(graph)
         return graph
@@ -180,10 +182,13 @@ class GraphCompiler:
 
         return run
 
-    def whole(self, body: tuple[Node, ...], eager: StepRunner, observer: Any) -> StepRunner:
+    def whole(self, body: tuple[Node, ...], eager: StepRunner, observer: Any, fallback: Any) -> StepRunner:
+        """One graph for the whole body. If it cannot be captured (a step that cannot live in a conditional
+        body, an old driver), ``fallback()`` builds the graph-segments program, used from then on."""
         graphs: dict[tuple, Any] = {}
         backend, stream, control = self.backend, self.core_stream, self.control
         hosts = list(control.host_slot)
+        replacement: list[StepRunner] = []
 
         def emit(builder: Any) -> None:
             if control.decisions_bytes:
@@ -192,11 +197,20 @@ class GraphCompiler:
             self._emit(builder, body)
 
         def run() -> None:
+            if replacement:
+                return replacement[0]()
             self._stage_host_inputs(hosts)
             graph = graphs.get(backend.graph_key)
             if graph is None:
                 eager()
-                graphs[backend.graph_key] = self._capture(emit)
+                try:
+                    graphs[backend.graph_key] = self._capture(emit)
+                except Exception as exc:  # any capture failure: the driver, TensorRT, cuda.core
+                    log.warning("orchestrator: pipeline '%s' cannot run as one CUDA graph with conditional nodes "
+                                "(%s: %s); using graph segments with host-side branch decisions instead",
+                                backend.pipeline.name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                    backend.stream.synchronize()
+                    replacement.append(fallback())
                 return
             graph.launch(stream)
             self._check_decisions(observer)

@@ -58,8 +58,8 @@ class EngineCache:
 class TensorRTSnippet:
     """One engine; ``context()`` makes an execution context for one step of the pipeline."""
 
-    def __init__(self, info: SnippetInfo, engine: Any):
-        self.info, self.engine = info, engine
+    def __init__(self, info: SnippetInfo, engine: Any, dynamic: bool):
+        self.info, self.engine, self.dynamic = info, engine, dynamic  # static engines share their one profile
         self.scratch_bytes = trt.scratch_bytes(engine)
         self.contexts = 0
         inputs, outputs = trt.io_tensors(engine)
@@ -72,7 +72,7 @@ class TensorRTSnippet:
         ctx = trt.context_without_memory(self.engine)
         trt.set_scratch(ctx, scratch_address, self.scratch_bytes)
         profiles = self.engine.num_optimization_profiles
-        if profiles > 1 or self.contexts > 0:
+        if self.dynamic and (profiles > 1 or self.contexts > 0):
             if self.contexts >= profiles:
                 raise CompileError(f"snippet '{self.info.name}': engine has {profiles} optimisation profile(s) "
                                    f"but {self.contexts + 1} steps run it")
