@@ -150,6 +150,23 @@ def _profile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _snip(args: argparse.Namespace) -> int:
+    from .snip import snip
+
+    dims = {}
+    for item in filter(None, (args.dims or "").split(",")):
+        name, _, size = item.partition("=")
+        if not size.isdigit():
+            raise OrchestratorError(f"--dims: '{item}' is not NAME=SIZE")
+        dims[name] = int(size)
+    result = snip(Path(args.model), Path(args.output), at=args.at, pieces=args.pieces, dims=dims)
+    cuts = ", ".join("+".join(c) for c in result.boundaries) or "none"
+    print(f"{args.model}: {len(result.pieces)} snippets (cut at {cuts}) and {result.pipeline}")
+    print(f"verified on the CPU reference backend: outputs match the original model "
+          f"(max abs error {result.max_abs_error:.3g})")
+    return EXIT_OK
+
+
 def _schema(args: argparse.Namespace) -> int:
     from .pipeline.schema import json_schema
 
@@ -210,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the profile as JSON to this file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_profile)
+
+    p = sub.add_parser("snip", help="cut an ONNX model into snippets and write a pipeline that chains them")
+    p.add_argument("model")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--at", help="comma-separated tensor names to cut at ('a+b' cuts at two tensors at once)")
+    group.add_argument("--pieces", type=int, help="cut into this many pieces of about equal cost")
+    p.add_argument("-o", "--output", required=True, help="folder for the snippets and pipeline.yaml")
+    p.add_argument("--dims", help="sizes of symbolic dimensions, e.g. N=1,H=224,W=224 (default 1)")
+    p.set_defaults(func=_snip)
 
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, tiny_model
+from conftest import KERNEL_YAML, ROOT, tiny_model
 
 from orchestrator import ExecutionError, Orchestrator
 from orchestrator.cli import main
@@ -43,17 +43,7 @@ steps:
     outputs: {y: out}
 """
 
-OFF_BY_ONE_YAML = """\
-source: scale.cu
-entry: scale
-args:
-  - {name: src, kind: in, dtype: float32, shape: [N, C]}
-  - {name: dst, kind: out, dtype: float32, shape: [N, C]}
-  - {name: factor, kind: scalar, dtype: float32}
-  - {name: count, kind: scalar, dtype: int32, value: N * C}
-launch: {threads: dst, block: 128}
-reference: REF
-"""
+OFF_BY_ONE_YAML = KERNEL_YAML.replace("scale.cu", "bad_scale.cu").replace("ref.py:scale", "REF")
 
 OFF_BY_ONE_CU = """\
 extern "C" __global__ void scale(const float* src, float* dst, float factor, int count) {
@@ -88,7 +78,7 @@ def off_by_one(folder: Path, *, in_reference: bool) -> str:
     (folder / "bad_scale.cu").write_text(OFF_BY_ONE_CU)
     (folder / "bad_ref.py").write_text(OFF_BY_ONE_REF)
     ref = "bad_ref.py:scale" if in_reference else "ref.py:scale"
-    (folder / "bad_scale.yaml").write_text(OFF_BY_ONE_YAML.replace("REF", ref).replace("scale.cu", "bad_scale.cu"))
+    (folder / "bad_scale.yaml").write_text(OFF_BY_ONE_YAML.replace("REF", ref))
     return "bad_scale.yaml"
 
 

@@ -15,7 +15,7 @@ class OnnxRuntimeSnippet:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors come back as exceptions; no stderr noise
         self.info = info
         self.session = ort.InferenceSession(str(info.onnx_path), options, providers=["CPUExecutionProvider"])
         self.output_names = list(info.outputs)
