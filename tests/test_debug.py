@@ -182,3 +182,14 @@ def test_debug_needs_debug_mode_and_eager(workdir):
         orch.debug_run(inputs())
     with pytest.raises(ValueError, match="cannot be combined with graphs"):
         Orchestrator(make(workdir, "good.yaml"), device="cpu", debug=True, graphs=True)
+
+
+def test_readme_walkthrough_finds_the_planted_bug(capsys):
+    folder = ROOT / "pipelines/planted_bug"
+    code = main(["debug", str(folder / "bad.yaml"), "--inputs", str(folder / "inputs.npz"),
+                 "--compare", str(folder / "good.yaml"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "first divergence: step 'amplify' (kernel scale), tensor 'big'" in out
+    assert "the step itself is wrong" in out
+    assert main(["validate", str(folder / "good.yaml"), str(folder / "bad.yaml")]) == 0
