@@ -35,9 +35,27 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         for warning in pipeline.warnings:
             print(warning, file=sys.stderr)
+        if args.compile and not _compile_all(pipeline, args.compile):
+            status = EXIT_USER
+            continue
         steps = sum(1 for _ in _steps(pipeline))
         print(f"{path}: ok ({steps} steps, {len(pipeline.snippets)} snippets, {len(pipeline.kernels)} kernels)")
     return status
+
+
+def _compile_all(pipeline, arch: str) -> bool:
+    """Compile every kernel with NVRTC (no GPU needed); print each failure at its YAML location."""
+    from .errors import CompileError
+    from .kernels.nvrtc import compile_kernel
+
+    ok = True
+    for kernel in pipeline.kernels.values():
+        try:
+            compile_kernel(kernel, arch)
+        except CompileError as exc:
+            print(f"{kernel.location}: {exc}", file=sys.stderr)
+            ok = False
+    return ok
 
 
 def _steps(pipeline):
@@ -181,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check pipeline files and report every problem")
     p.add_argument("pipelines", nargs="+")
+    p.add_argument("--compile", nargs="?", const="sm_90", metavar="ARCH",
+                   help="also compile every kernel with NVRTC for ARCH (default sm_90; no GPU needed)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("run", help="run a pipeline on inputs from an .npz file")

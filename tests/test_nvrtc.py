@@ -40,3 +40,16 @@ def test_compile_error_names_file_and_line(workdir):
     message = str(info.value)
     assert "scale.cu:4: kernel 'scale' failed to compile: expected a \";\"" in message
     assert "\n" not in message and "error" in info.value.log
+
+
+def test_validate_compile_reports_kernel_errors_at_their_yaml_location(workdir, capsys):
+    from orchestrator.cli import main
+
+    assert main(["validate", "--compile", "sm_86", str(workdir / "base.yaml")]) == 0
+    (workdir / "scale.cu").write_text('extern "C" __global__ void scale(float* src, float* dst, float f, int n) '
+                                      '{ undefined_thing(); }\n')
+    assert main(["validate", str(workdir / "base.yaml"), "--compile"]) == 1
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "warning:" not in line]
+    assert len(err) == 1
+    assert err[0].startswith(f"{workdir / 'scale.yaml'}:1:9: kernels.scale.source: ")
+    assert "scale.cu:1: kernel 'scale' failed to compile" in err[0] and "undefined_thing" in err[0]

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import Problem
+from ..errors import Location, Problem
 from .schema import DimBounds, LaunchSpec
 from .shapes import Dim, Shape
 from .source import YamlPath
@@ -72,6 +72,7 @@ class KernelInfo:
     launch: LaunchSpec
     reference_path: Path
     reference_function: str
+    location: Location | None = None  # where the kernel's source is declared (for compile errors)
 
     def arg(self, name: str) -> KernelArgInfo:
         return next(a for a in self.args if a.name == name)

@@ -211,8 +211,9 @@ class Validator:
         args = tuple(KernelArgInfo(a.name, a.kind, a.dtype, None if a.shape is None else tuple(a.shape), a.value)
                      for a in spec.args)
         include_dirs = (source_path.parent,) if source_path else (base,)
+        where = self.smap.locate(path + (("source",) if spec.source is not None else ("code",)))
         return KernelInfo(name, source, source_path, include_dirs, spec.entry, tuple(spec.template_args),
-                          dict(spec.defines), tuple(spec.options), args, spec.launch, ref_path, ref_func)
+                          dict(spec.defines), tuple(spec.options), args, spec.launch, ref_path, ref_func, where)
 
     def kernel_symbols(self, spec: KernelSpec, path: YamlPath) -> None:
         """Every symbol in out shapes, scalar values and the grid must be bound by an 'in' pattern."""
