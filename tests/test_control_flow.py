@@ -151,3 +151,38 @@ def test_nested_blocks(workdir):
     assert orch.run({"x": np.array([[40.0]], np.float32), "mode": 0})["z"][0, 0] == 0.625
     assert log.branches == ["case 0", "then", "then", "else", "else", "4 iterations"]
     assert orch.run({"x": np.array([[40.0]], np.float32), "mode": 1})["z"][0, 0] == -40.0
+
+
+def test_constants_from_npy_npz_and_safetensors(workdir):
+    from safetensors.numpy import save_file
+
+    np.savez(workdir / "w.npz", a=np.full((1, 4), 2, np.float32), b=np.zeros(1, np.float32))
+    save_file({"bias": np.full((1, 4), 3, np.float32)}, str(workdir / "w.safetensors"))
+    np.save(workdir / "w4.npy", np.full((1, 4), 5, np.float32))
+    text = """\
+inputs:
+  x: {dtype: float32, shape: [1, 4]}
+outputs: [z]
+constants:
+  two: {file: w.npz, key: a}
+  three: {file: w.safetensors}
+  five: {file: w4.npy, dtype: float32}
+  seven: {value: [[7, 7, 7, 7]], dtype: float32}
+snippets:
+  add: {onnx: add.onnx}
+steps:
+  - snippet: add
+    inputs: {a: two, b: three}
+    outputs: {c: s1}
+  - snippet: add
+    inputs: {a: s1, b: five}
+    outputs: {c: s2}
+  - snippet: add
+    inputs: {a: s2, b: seven}
+    outputs: {c: s3}
+  - snippet: add
+    inputs: {a: s3, b: x}
+    outputs: {c: z}
+"""
+    out = Orchestrator(write(workdir, text), device="cpu").run({"x": np.ones((1, 4), np.float32)})
+    np.testing.assert_array_equal(out["z"], np.full((1, 4), 18, np.float32))

@@ -193,3 +193,17 @@ def test_readme_walkthrough_finds_the_planted_bug(capsys):
     assert "first divergence: step 'amplify' (kernel scale), tensor 'big'" in out
     assert "the step itself is wrong" in out
     assert main(["validate", str(folder / "good.yaml"), str(folder / "bad.yaml")]) == 0
+
+
+def test_profile_on_cpu_reports_every_step(workdir, tmp_path, capsys):
+    import json as _json
+
+    np.savez(tmp_path / "in.npz", **inputs())
+    path = make(workdir, "good.yaml")
+    assert main(["profile", str(path), "--inputs", str(tmp_path / "in.npz"), "--iters", "5", "--device", "cpu",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    result = _json.loads((tmp_path / "p.json").read_text())
+    assert [s["name"] for s in result["steps"]] == ["rectify", "difference", "amplify", "clip"]
+    assert abs(sum(s["share"] for s in result["steps"]) - 1) < 1e-6 and result["host_ms_per_run"] > 0
+    assert result["memory"]["arena_over_lower_bound"] <= 1.05
+    assert "host time per run" in capsys.readouterr().out
