@@ -132,6 +132,27 @@ def matting_model() -> onnx.ModelProto:
     return g.model({"x": ["N", 8, "H", "W"]}, ["alpha"], "matting")
 
 
+def resnet50_model(seed: int = 50) -> onnx.ModelProto:
+    """torchvision's ResNet-50 architecture (v1.5: stride on the 3x3 conv; batch-norm folded), seeded
+    random weights, 224x224 input, 1000 classes. About 100 MB, so it is generated on use, never committed."""
+    g = GraphBuilder(seed=seed)
+    x = g.conv("x", 3, 64, 7, stride=2)
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    cin = 64
+    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True)):
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            y = g.conv(x, cin, width, 1)
+            y = g.conv(y, width, width, 3, stride)
+            y = g.conv(y, width, width * 4, 1, relu=False)
+            shortcut = x if stride == 1 and cin == width * 4 else g.conv(x, cin, width * 4, 1, stride, relu=False)
+            x = g.relu(g.op("Add", [y, shortcut]))
+            cin = width * 4
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
+    g.rename(g.gemm(x, 2048, 1000), "logits")
+    return g.model({"x": ["N", 3, 224, 224]}, ["logits"], "resnet50")
+
+
 FULL_MODELS = {"classify": classify_model, "cascade_small": cascade_small_model, "matting": matting_model}
 
 # Symbolic dims that ONNX shape inference cannot derive through strided convs and resizes.

@@ -75,3 +75,16 @@ def test_cli_snip(models, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no tensor 'nope'" in err[0]
     assert main(["snip", str(tmp_path / "missing.onnx"), "--pieces", "2", "-o", str(tmp_path / "x")]) == 1
+
+
+def test_snip_resnet50_into_16_balanced_pieces(tmp_path):
+    """The torchvision ResNet-50 architecture: 16 pieces, each cut a tensor every path goes through."""
+    path = tmp_path / "resnet50.onnx"
+    onnx.save(generate.resnet50_model(), str(path))
+    result = snip(path, tmp_path / "pieces", pieces=16)
+    assert len(result.pieces) == 16  # and snip verified them (relative L2 <= 1e-4 against the model)
+    graph = Graph(load_model(path))
+    costs = np.asarray(graph.costs())
+    edges = [0, *[costs[: graph.position[c[0]] + 1].sum() for c in result.boundaries], costs.sum()]
+    shares = np.diff(edges) / costs.sum()
+    assert shares.max() < 3 / 16, shares  # balanced to within the granularity of the residual blocks
