@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .backends.base import Backend, StepRunner
-from .errors import ExecutionError
-from .inputs import check_inputs
+from .errors import ExecutionError, InputError
+from .inputs import DeviceArray, check_inputs
 from .pipeline.conditions import compare
 from .pipeline.ir import Condition, IfBlock, Node, Pipeline, Step, SwitchBlock, WhileBlock
 
@@ -52,6 +52,10 @@ class Executor:
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays, dims = check_inputs(self.pipeline, inputs)
+        if self.graphs and any(isinstance(a, DeviceArray) for a in arrays.values()):
+            # captured graphs read inputs from their arena slots; a rebound pointer would be ignored
+            raise InputError("device (zero-copy) inputs need eager mode (graphs=False); in graph mode pass "
+                             "numpy arrays")
         self.backend.set_inputs(arrays, dims)
         self._program()
         return self.backend.outputs(self.pipeline.outputs)

@@ -46,3 +46,32 @@ def test_graph_modes_need_the_cuda_backend(mode):
 def test_bad_graph_mode_value():
     with pytest.raises(ValueError, match="graphs must be"):
         Orchestrator.from_yaml(ROOT / "pipelines/cascade.yaml", device="cpu", graphs="sometimes")
+
+
+def test_graph_mode_rejects_zero_copy_inputs_before_any_work(workdir):
+    """A captured graph reads its inputs from fixed arena slots, so zero-copy device inputs are refused."""
+    import numpy as np
+
+    from orchestrator import InputError
+    from orchestrator.backends.cpu import CpuBackend
+    from orchestrator.executor import Executor
+
+    class GraphCapable(CpuBackend):  # the CPU backend, standing in for a backend that supports graphs
+        calls = 0
+
+        def _segment_runner_impl(self, steps, eager):
+            return eager
+
+        def _set_inputs_impl(self, inputs, dims):
+            GraphCapable.calls += 1
+            super()._set_inputs_impl(inputs, dims)
+
+    class FakeDevice:
+        __cuda_array_interface__ = {"shape": (2, 4), "typestr": "<f4", "data": (1234, False), "version": 3}
+
+    pipeline = load_pipeline(workdir / "base.yaml")
+    executor = Executor(pipeline, GraphCapable(pipeline), graphs="segments")
+    with pytest.raises(InputError, match="device \\(zero-copy\\) inputs need eager mode"):
+        executor.run({"x": FakeDevice(), "flag": 0})
+    assert GraphCapable.calls == 0
+    assert executor.run({"x": np.ones((2, 4), np.float32), "flag": 0})["z"].shape == (2, 4)
