@@ -45,6 +45,10 @@ def load_model(path: Path):
         raise SnipError(f"{display_name(path)}: cannot read ONNX model: {str(exc).splitlines()[0]}") from None
 
 
+_ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Elu", "Selu",
+                "Softplus", "Gelu"}
+
+
 class Graph:
     """Producers, consumers and topological positions of a model's tensors."""
 
@@ -69,15 +73,23 @@ class Graph:
         return {t for t, last in self.last_use.items() if last > i and self.position.get(t, -1) <= i}
 
     def separators(self) -> list[tuple[int, str]]:
-        """(node index, tensor) where that tensor alone carries everything the rest of the graph needs."""
+        """(node index, tensor) where that tensor alone carries everything the rest of the graph needs.
+        A tensor whose only reader is the next node, a pointwise activation, is skipped in favour of the
+        activation's output: TensorRT fuses an activation into the layer before it, not across a cut."""
         found = []
         for i in range(len(self.nodes) - 1):
             live = self.live_after(i)
             if len(live) == 1:
                 (tensor,) = live
-                if tensor not in self.inputs and tensor not in self.outputs:
-                    found.append((i, tensor))
+                if tensor in self.inputs or tensor in self.outputs or self._feeds_activation(i, tensor):
+                    continue
+                found.append((i, tensor))
         return found
+
+    def _feeds_activation(self, i: int, tensor: str) -> bool:
+        following = self.nodes[i + 1]
+        readers = [n for n in self.nodes if tensor in n.input]
+        return readers == [following] and following.op_type in _ACTIVATIONS
 
     def costs(self) -> list[float]:
         """Estimated multiply-accumulates per node (batch dims taken as 1)."""

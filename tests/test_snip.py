@@ -88,3 +88,4 @@ def test_snip_resnet50_into_16_balanced_pieces(tmp_path):
     edges = [0, *[costs[: graph.position[c[0]] + 1].sum() for c in result.boundaries], costs.sum()]
     shares = np.diff(edges) / costs.sum()
     assert shares.max() < 3 / 16, shares  # balanced to within the granularity of the residual blocks
+    assert all(c[0].startswith("relu") for c in result.boundaries)  # cut after activations, not before
