@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from .backends.base import Backend
 from .errors import MissingDependencyError
 from .executor import Executor, Observer
@@ -74,9 +72,13 @@ class Orchestrator:
     def device(self) -> str:
         return self.backend.name
 
-    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Run the pipeline once; ``inputs`` maps input names to arrays (host inputs: scalars)."""
-        return self.executor.run(inputs)
+    def run(self, inputs: Mapping[str, Any], *, out: Mapping[str, Any] | None = None,
+            device_outputs: bool = False) -> dict[str, Any]:
+        """Run the pipeline once. ``inputs`` maps input names to numpy arrays or device arrays
+        (``__cuda_array_interface__`` or DLPack; host inputs: scalars). Outputs are numpy copies; ``out``
+        writes chosen outputs into the caller's numpy or device arrays; ``device_outputs=True`` returns
+        views into device memory (``__cuda_array_interface__``), valid until the next run."""
+        return self.executor.run(inputs, out, device_outputs)
 
     def debug_run(self, inputs: Mapping[str, Any], **options: Any):
         """Run once in debug mode; options: dump_dir, compare ("reference", "fp32", a pipeline path or an

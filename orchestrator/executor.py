@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import numpy as np
-
 from .backends.base import Backend, StepRunner
 from .errors import ExecutionError, InputError
 from .inputs import DeviceArray, check_inputs
@@ -50,7 +48,8 @@ class Executor:
         self.graphs = "segments"
         return self._block(self.pipeline.body)
 
-    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, Any], out: Mapping[str, Any] | None = None,
+            device_outputs: bool = False) -> dict[str, Any]:
         arrays, dims = check_inputs(self.pipeline, inputs)
         if self.graphs and any(isinstance(a, DeviceArray) for a in arrays.values()):
             # captured graphs read inputs from their arena slots; a rebound pointer would be ignored
@@ -58,7 +57,7 @@ class Executor:
                              "numpy arrays")
         self.backend.set_inputs(arrays, dims)
         self._program()
-        return self.backend.outputs(self.pipeline.outputs)
+        return self.backend.outputs(self.pipeline.outputs, out, device_outputs)
 
     # ---- compilation ----------------------------------------------------------------------------
     def _block(self, nodes: tuple[Node, ...]) -> StepRunner:

@@ -67,6 +67,62 @@ class DeviceArray:
         return cls(int(cai["data"][0]), shape, dtype, obj)
 
 
+@dataclass(frozen=True)
+class DeviceView:
+    """A read-only view of an output in the device arena (``__cuda_array_interface__``), valid until the
+    next run: ``torch.as_tensor(view, device="cuda")`` or ``cupy.asarray(view)`` read it without a copy."""
+
+    address: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.address, True), "version": 3,
+                "strides": None}
+
+
+def check_output_buffer(name: str, buffer: Any, shape: tuple[int, ...], dtype: np.dtype) -> DeviceArray | None:
+    """A caller's buffer for output ``name``: a numpy array (returned as None) or a device array."""
+    if isinstance(buffer, np.ndarray):
+        if buffer.shape != shape or buffer.dtype != dtype or not buffer.flags.c_contiguous:
+            raise InputError(f"out['{name}']: expected a C-contiguous {dtype} array of shape {list(shape)}, "
+                             f"got {buffer.dtype} {list(buffer.shape)}")
+        return None
+    device = _device_array(f"out['{name}']", buffer)
+    if device is None:
+        raise InputError(f"out['{name}']: expected a numpy or device array, got {type(buffer).__name__}")
+    if device.shape != shape or device.dtype != dtype:
+        raise InputError(f"out['{name}']: expected {dtype} of shape {list(shape)}, got {device.dtype} "
+                         f"{list(device.shape)}")
+    return device
+
+
+def _device_array(name: str, value: Any) -> DeviceArray | None:
+    if hasattr(value, "__cuda_array_interface__"):
+        return DeviceArray.wrap(name, value)
+    if hasattr(value, "__dlpack__"):
+        return from_dlpack(name, value)
+    return None
+
+
+def from_dlpack(name: str, value: Any) -> DeviceArray:
+    """A CUDA array from the DLPack protocol, read through cuda.core's StridedMemoryView (which handles
+    every DLPack version); the view and the producer stay referenced for the run."""
+    from cuda.core.utils import StridedMemoryView
+
+    try:
+        view = StridedMemoryView.from_dlpack(value, stream_ptr=-1)  # the caller orders its own streams
+    except Exception as exc:  # BufferError, or the producer's own error
+        raise InputError(f"{name}: cannot read it through DLPack ({exc})") from None
+    if view.device_id < 0 or not view.is_device_accessible:
+        raise InputError(f"{name}: a DLPack array in host memory; pass a numpy array, or a CUDA array")
+    shape = tuple(int(d) for d in view.shape)
+    if view.strides is not None and tuple(view.strides) != _contiguous_strides(shape, 1):
+        raise InputError(f"{name}: DLPack arrays must be C-contiguous")
+    return DeviceArray(int(view.ptr), shape, np.dtype(view.dtype), (value, view))
+
+
 def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     strides, step = [], itemsize
     for dim in reversed(shape):
@@ -78,10 +134,11 @@ def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...
 def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
     if isinstance(value, np.ndarray):
         return np.ascontiguousarray(value)
-    if hasattr(value, "__cuda_array_interface__"):
-        return DeviceArray.wrap(name, value)
-    raise InputError(f"input '{name}': expected a numpy array or a device array "
-                     f"(__cuda_array_interface__), got {type(value).__name__}")
+    device = _device_array(f"input '{name}'", value)
+    if device is None:
+        raise InputError(f"input '{name}': expected a numpy array or a device array "
+                         f"(__cuda_array_interface__ or DLPack), got {type(value).__name__}")
+    return device
 
 
 def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:

@@ -343,3 +343,43 @@ def test_conditional_graph_falls_back_to_segments_and_says_why(cache_dir, monkey
             run = {**x, "threshold": threshold}
             assert rel_l2(gpu.run(run)["probs"], cpu.run(run)["probs"]) <= FP32
     assert "cannot run as one CUDA graph" in caplog.text and "cannot live in a conditional body" in caplog.text
+
+
+def test_device_outputs_and_caller_buffers(cache_dir):
+    gpu, cpu = pair("classify", cache_dir)
+    x = inputs("classify", 5)
+    want = cpu.run(x)["probs"]
+    view = gpu.run(x, device_outputs=True)["probs"].__cuda_array_interface__
+    assert view["shape"] == want.shape and view["typestr"] == "<f4"
+    host = np.empty(want.shape, np.float32)
+    check(cu.cuMemcpyDtoH(host.ctypes.data, view["data"][0], host.nbytes), "cuMemcpyDtoH")
+    assert rel_l2(host, want) <= FP32
+    device_buffer = RawDeviceArray(np.zeros(want.shape, np.float32))
+    numpy_buffer = np.zeros((2, 5), np.int32)
+    try:
+        result = gpu.run(x, out={"probs": device_buffer, "top5_index": numpy_buffer})
+        assert result["probs"] is device_buffer and result["top5_index"] is numpy_buffer
+        check(cu.cuMemcpyDtoH(host.ctypes.data, device_buffer.ptr, host.nbytes), "cuMemcpyDtoH")
+        assert rel_l2(host, want) <= FP32
+        np.testing.assert_array_equal(numpy_buffer[:, :3], cpu.run(x)["top5_index"][:, :3])
+    finally:
+        device_buffer.free()
+
+
+def test_dlpack_device_inputs_give_the_same_outputs(cache_dir):
+    from cuda.core import Device
+    from cuda.core.utils import StridedMemoryView
+
+    gpu, _ = pair("matting", cache_dir)
+    x = inputs("matting", 7)
+    want = gpu.run(x)["alpha"]
+    device = Device()
+    device.set_current()
+    views = {}
+    buffers = []
+    for name, array in x.items():
+        buffer = device.allocate(array.nbytes)
+        buffers.append(buffer)
+        check(cu.cuMemcpyHtoD(int(buffer.handle), array.ctypes.data, array.nbytes), "cuMemcpyHtoD")
+        views[name] = StridedMemoryView.from_buffer(buffer, array.shape, dtype=array.dtype)
+    np.testing.assert_array_equal(gpu.run(views)["alpha"], want)

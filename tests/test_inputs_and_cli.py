@@ -77,3 +77,33 @@ def test_schema_is_valid_json_with_every_section(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert set(schema["properties"]) >= {"inputs", "outputs", "steps", "snippets", "kernels", "dims", "constants"}
     assert schema["required"] == ["inputs", "outputs", "steps"]
+
+
+def test_outputs_into_caller_buffers_on_cpu(workdir):
+    orch = Orchestrator(write(workdir, (workdir / "base.yaml").read_text()), device="cpu")
+    x = np.ones((2, 4), np.float32)
+    buffer = np.zeros((2, 4), np.float32)
+    result = orch.run({"x": x, "flag": 0}, out={"z": buffer})
+    assert result["z"] is buffer and (buffer == 2).all()
+    with pytest.raises(InputError, match=r"out\['z'\]: expected a C-contiguous float32 array of shape \[2, 4\]"):
+        orch.run({"x": x, "flag": 0}, out={"z": np.zeros((3, 4), np.float32)})
+    with pytest.raises(InputError, match="out: nope is not an output"):
+        orch.run({"x": x, "flag": 0}, out={"nope": buffer})
+    with pytest.raises(Exception, match="device outputs need the CUDA backend"):
+        orch.run({"x": x, "flag": 0}, device_outputs=True)
+
+
+def test_dlpack_inputs_must_be_device_memory(classify):
+    class HostDLPack:  # a DLPack producer in host memory that is not a numpy array
+        def __init__(self, array):
+            self.array = array
+
+        def __dlpack__(self, **kwargs):
+            return self.array.__dlpack__()
+
+        def __dlpack_device__(self):
+            return self.array.__dlpack_device__()
+
+    image = HostDLPack(np.zeros((1, 224, 224, 3), np.uint8))
+    with pytest.raises(InputError, match="a DLPack array in host memory"):
+        classify.run({"image": image})

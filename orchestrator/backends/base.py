@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InternalError, MissingDependencyError
+from ..errors import InputError, InternalError, MissingDependencyError
 from ..pipeline.ir import Node, Pipeline, Step
 
 StepRunner = Callable[[], None]
@@ -71,8 +71,18 @@ class Backend(ABC):
         """The value of a host input or of a one-element tensor (for conditions)."""
         return self._read_scalar_impl(name)
 
-    def outputs(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def outputs(self, names: tuple[str, ...], out: Mapping[str, Any] | None = None,
+                device: bool = False) -> dict[str, Any]:
+        """The outputs of the run: numpy copies; with ``out``, written into the caller's arrays (numpy or
+        device), which are returned for those names; with ``device``, views into device memory."""
         self._check_open()
+        unknown = sorted(set(out or ()) - set(names))
+        if unknown:
+            raise InputError(f"out: {', '.join(unknown)} is not an output (outputs: {', '.join(names)})")
+        if device:
+            return self._device_outputs_impl(names)
+        if out:
+            return self._outputs_into_impl(names, out)
         return self._outputs_impl(names)
 
     def fetch(self, name: str) -> np.ndarray:
@@ -129,6 +139,12 @@ class Backend(ABC):
 
     @abstractmethod
     def _outputs_impl(self, names: tuple[str, ...]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _outputs_into_impl(self, names: tuple[str, ...], out: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def _device_outputs_impl(self, names: tuple[str, ...]) -> dict[str, Any]:
+        raise MissingDependencyError(f"device outputs need the CUDA backend (this is the {self.name} backend)")
 
     @abstractmethod
     def _fetch_impl(self, name: str) -> np.ndarray: ...

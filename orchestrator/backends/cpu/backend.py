@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ExecutionError, InputError
-from ...inputs import DeviceArray
+from ...inputs import DeviceArray, check_output_buffer
 from ...pipeline.ir import KernelCall, Pipeline, SnippetCall, Step
 from ..base import Backend, StepRunner
 from .kernel import ReferenceKernel
@@ -83,6 +83,16 @@ class CpuBackend(Backend):
         value = self.values.get(tensor)
         if value is not None and value.dtype.kind == "f":
             self.values[tensor] = np.full_like(value, np.nan)
+
+    def _outputs_into_impl(self, names: tuple[str, ...], out: Mapping[str, Any]) -> dict[str, Any]:
+        result = self._outputs_impl(names)
+        for name, buffer in out.items():
+            value = result[name]
+            if check_output_buffer(name, buffer, value.shape, value.dtype) is not None:
+                raise InputError(f"out['{name}'] is a device array; the CPU backend writes numpy arrays")
+            np.copyto(buffer, value)
+            result[name] = buffer
+        return result
 
     def _fetch_impl(self, name: str) -> np.ndarray:
         return np.array(self.values[name], copy=True)
