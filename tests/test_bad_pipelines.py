@@ -75,6 +75,7 @@ CASES = [
     Case("corrupt_onnx", "cannot read ONNX model", [("relu: {onnx: relu.onnx}", "relu: {onnx: bad.onnx} #!")],
          extra_files={"bad.onnx": b"\x08\x07garbage that is not a protobuf\xff\xff"}),
     Case("kernel_file_missing", "kernel file not found", [("scale: scale.yaml", "scale: nope.yaml #!")]),
+    Case("kernel_inline_empty", "missing required key 'entry'", [("scale: scale.yaml", "scale: {} #!")]),
     Case("constant_missing_file", "file not found", append="constants:\n  w: {file: nope.npy} #!\n"),
     Case("constant_bad_suffix", "unsupported constant file type", append="constants:\n  w: {file: ref.py} #!\n"),
     Case("kernel_source_missing", "kernel source not found", kernel_edits=[("source: scale.cu", "source: nope.cu #!")]),

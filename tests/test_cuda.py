@@ -68,16 +68,7 @@ def test_classify_matches_reference_fp32(cache_dir):
 
 @pytest.mark.parametrize(("threshold", "branch"), [(0.0, "else"), (1.01, "then")])
 def test_cascade_each_branch_matches_reference(cache_dir, threshold, branch):
-    class Log:
-        taken: list = []
-
-        def step_done(self, step):
-            pass
-
-        def branch_taken(self, block, label):
-            self.taken.append(label)
-
-    log = Log()
+    log = BranchLog()
     gpu, cpu = pair("cascade", cache_dir, observer=log)
     x = {**inputs("cascade", 4), "threshold": threshold}
     assert rel_l2(gpu.run(x)["probs"], cpu.run(x)["probs"]) <= FP32

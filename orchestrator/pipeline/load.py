@@ -39,12 +39,11 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if not isinstance(data, dict):
         raise ConfigError([smap.problem((), "a pipeline file must be a YAML mapping with the keys "
                                             "inputs, outputs, steps (and optionally dims, constants, snippets, kernels)")])
-    problems, kernel_dirs = _include_kernels(data, file.parent, smap)
+    problems, kernel_dirs, failed = _include_kernels(data, file.parent, smap)
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        failed = {("kernels", name) for name, value in (data.get("kernels") or {}).items() if value == {}} \
-            if isinstance(data.get("kernels"), dict) else set()
+        # a kernel file that could not be loaded is already reported; its placeholder's errors would repeat it
         problems += [p for path, p in _schema_problems(exc, smap) if path[:2] not in failed]
         raise ConfigError(problems) from None
     if problems:
@@ -52,13 +51,16 @@ def load_pipeline(path: str | Path) -> Pipeline:
     return Validator(spec, smap, file.resolve(), kernel_dirs).run()
 
 
-def _include_kernels(data: dict, base: Path, smap: SourceMap) -> tuple[list[Problem], dict[str, Path]]:
-    """Kernels given as a string are paths of kernel YAML files: load them in place and mount their sources."""
+def _include_kernels(data: dict, base: Path,
+                     smap: SourceMap) -> tuple[list[Problem], dict[str, Path], set[YamlPath]]:
+    """Kernels given as a string are paths of kernel YAML files: load them in place and mount their sources.
+    Returns the problems, each kernel's base folder, and the paths of kernels whose file failed to load."""
     problems: list[Problem] = []
     kernel_dirs: dict[str, Path] = {}
+    failed: set[YamlPath] = set()
     kernels = data.get("kernels")
     if not isinstance(kernels, dict):
-        return problems, kernel_dirs
+        return problems, kernel_dirs, failed
     for name, value in kernels.items():
         if not isinstance(value, str):
             continue
@@ -66,18 +68,20 @@ def _include_kernels(data: dict, base: Path, smap: SourceMap) -> tuple[list[Prob
         if not kfile.is_file():
             problems.append(smap.problem(("kernels", name), f"kernel file not found: {value} "
                                                             f"(paths are relative to the pipeline file)"))
-            kernels[name] = {}  # keeps the name defined; its schema errors would only repeat this one
+            kernels[name] = {}  # keeps the name defined for the steps that use it
+            failed.add(("kernels", name))
             continue
         try:
             kdoc = load_yaml(kfile)
         except ConfigError as exc:
             problems += exc.problems
             kernels[name] = {}
+            failed.add(("kernels", name))
             continue
         smap.mount(("kernels", name), kdoc)
         kernels[name] = kdoc.data
         kernel_dirs[name] = kfile.parent
-    return problems, kernel_dirs
+    return problems, kernel_dirs, failed
 
 
 def _schema_problems(exc: ValidationError, smap: SourceMap) -> list[tuple[YamlPath, Problem]]:

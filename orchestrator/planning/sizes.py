@@ -16,7 +16,7 @@ from .. import dtypes
 from ..errors import ConfigError, Problem
 from ..kernels.signature import bind_symbols, out_shapes
 from ..pipeline import shapes
-from ..pipeline.ir import KernelCall, Pipeline, SnippetCall, SnippetInfo, walk
+from ..pipeline.ir import KernelCall, Pipeline, SnippetCall, walk
 from ..pipeline.source import display_name
 
 Concrete = tuple[int, ...]
@@ -101,4 +101,4 @@ def _shapes_by_running(onnx_path: Path, given: dict[str, Concrete]) -> dict[str,
     return {n: tuple(a.shape) for n, a in zip(names, session.run(names, feeds), strict=True)}
 
 
-__all__ = ["SnippetInfo", "concrete_shapes", "dims_at", "snippet_output_shapes", "tensor_bytes"]
+__all__ = ["concrete_shapes", "dims_at", "snippet_output_shapes", "tensor_bytes"]
