@@ -25,16 +25,31 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def variants(run: dict) -> list[tuple[int, str, str]]:
+    """(k, boundary layout, run name) of every orchestrator row, by k then layout."""
+    found = []
+    for name in run["runs"]:
+        if name.startswith("orchestrator_k"):
+            k, _, layout = name.removeprefix("orchestrator_k").partition("_")
+            found.append((int(k), layout or "linear", name))
+    return sorted(found)
+
+
 def resnet_rows(run: dict, torch: dict | None) -> list[str]:
     key = f"{run['precision']}_b{run['batch']}"
     trt = run["runs"]["tensorrt"]
+    if "error" in trt:
+        return [f"| TensorRT alone | failed: {trt['error']} | | | |"]
     rows = [f"| TensorRT alone | {trt['eager']['median_ms']:.3f} | {trt['graph']['median_ms']:.3f} | floor | |"]
-    for k in sorted(int(n.removeprefix("orchestrator_k")) for n in run["runs"] if n.startswith("orchestrator_k")):
-        r = run["runs"][f"orchestrator_k{k}"]
+    for k, layout, name in variants(run):
+        r, label = run["runs"][name], f"orchestrator, k = {k}" + ("" if layout == "linear" else f", {layout} cuts")
+        if "error" in r:
+            rows.append(f"| {label} | failed: {r['error']} | | | |")
+            continue
         over = r["graph"]["median_ms"] / trt["graph"]["median_ms"] - 1
         target = TARGETS.get(k) if key == "fp16_b1" else None
         mark = "" if target is None else f"≤ {target:.0%}: {verdict(over <= target)}"
-        rows.append(f"| orchestrator, k = {k} | {r['eager']['median_ms']:.3f} | {r['graph']['median_ms']:.3f} | "
+        rows.append(f"| {label} | {r['eager']['median_ms']:.3f} | {r['graph']['median_ms']:.3f} | "
                     f"{over:+.1%} | {mark} |")
     if torch and key in torch["runs"]:
         t = torch["runs"][key]
@@ -45,6 +60,8 @@ def resnet_rows(run: dict, torch: dict | None) -> list[str]:
 def pipeline_rows(run: dict, torch: dict | None) -> list[str]:
     key = f"{run['precision']}_b{run['batch']}"
     ours = run["runs"]["pipeline"]
+    if "error" in ours:
+        return [f"| orchestrator | failed: {ours['error']} | | |"]
     rows = [f"| orchestrator | {ours['eager']['median_ms']:.3f} | {ours['graph']['median_ms']:.3f} | "
             f"{ours['memory']['arena_total_bytes'] / 2**20:.1f} MiB (arena) |"]
     if torch and key in torch["runs"]:
@@ -67,11 +84,16 @@ def plot(runs: list[dict]) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in runs:
-        ks = sorted(int(n.removeprefix("orchestrator_k")) for n in run["runs"] if n.startswith("orchestrator_k"))
-        for mode in ("eager", "graph"):
-            ys = [run["runs"][f"orchestrator_k{k}"][mode]["median_ms"] for k in ks]
-            ax.plot(ks, ys, marker="o", label=f"{run['precision']} b{run['batch']} {mode}")
-        ax.axhline(run["runs"]["tensorrt"]["graph"]["median_ms"], linestyle=":", color="gray")
+        done = [(k, layout, name) for k, layout, name in variants(run) if "error" not in run["runs"][name]]
+        for layout, mode in (("linear", "eager"), ("linear", "graph"), ("hwc8", "graph")):
+            points = [(k, run["runs"][name][mode]["median_ms"]) for k, lay, name in done if lay == layout]
+            if layout == "hwc8" and points:
+                points.insert(0, (1, run["runs"]["orchestrator_k1"][mode]["median_ms"]))  # no cut at k = 1
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o",
+                        label=f"{run['precision']} b{run['batch']} {mode}" + (", hwc8 cuts" if layout == "hwc8" else ""))
+        if "error" not in run["runs"]["tensorrt"]:
+            ax.axhline(run["runs"]["tensorrt"]["graph"]["median_ms"], linestyle=":", color="gray")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("snippets (k)")
     ax.set_ylabel("latency per inference (ms, median)")

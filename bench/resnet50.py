@@ -9,13 +9,14 @@ Timed by CUDA events around the enqueue of one inference (input already on the d
 warm-up; medians with 5th/95th percentiles:
 - ``tensorrt``: a plain loop of execute_async_v3 on the unsplit engine (and the same captured as a graph);
 - ``orchestrator_k{k}``: the model in k snippets (``orchestrator snip --pieces k``), eager and graph mode;
+- ``orchestrator_k{k}_hwc8`` (fp16, k > 1): the same, with the tensors between snippets kept in TensorRT's
+  FP16 HWC8 format (``--boundary-format hwc8``), so that no reformat runs at a cut;
 - ``pipeline``: uint8 HWC preprocess kernel -> network (k = 1) -> softmax -> top-5 kernels, eager and graph.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -89,20 +90,19 @@ class EventTimer:
 
 
 def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cache: Path) -> dict:
-    """The floor: the unsplit model as one engine, enqueued in a plain loop (and as a CUDA graph)."""
-    from orchestrator import cache as disk
-    from orchestrator.backends.cuda import trt
+    """The floor: the unsplit model as one engine, enqueued in a plain loop (and as a CUDA graph). Built
+    with the same settings and timing cache as the snippets, so that both see the same tactics."""
     from orchestrator.backends.cuda.driver import Context, DeviceAllocation, Stream, check, cu
+    from orchestrator.backends.cuda.snippet import EngineCache
+    from orchestrator.pipeline.ir import SnippetInfo
+    from orchestrator.pipeline.onnx_meta import read_ports
 
     context = Context(0)
     stream = Stream()
     shape = (batch, 3, 224, 224)
-    timing = cache / "timing-bench.cache"
-    serialized, timing_bytes = trt.build_engine(onnx_path.read_bytes(), name="resnet50", precision=precision,
-                                                workspace=1 << 30, profile={"x": (shape, shape, shape)},
-                                                timing_cache=disk.read(timing))
-    disk.write_atomic(timing, timing_bytes)
-    engine = trt.deserialize(serialized)
+    profile = {"x": (shape, shape, shape)}
+    info = SnippetInfo("resnet50", onnx_path, precision, 1 << 30, profile, *read_ports(onnx_path))
+    engine = EngineCache(cache, context.info).engine(info, profile)
     ctx = engine.create_execution_context()
     x, y = DeviceAllocation(4 * int(np.prod(shape))), DeviceAllocation(4 * batch * 1000)
     ctx.set_input_shape("x", shape)
@@ -122,18 +122,15 @@ def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cach
     return result
 
 
-def with_precision(pipeline, precision: str):
-    snippets = {n: dataclasses.replace(s, precision=precision) for n, s in pipeline.snippets.items()}
-    return dataclasses.replace(pipeline, snippets=snippets)
-
-
 def time_orchestrator(pipeline, feeds: dict, modes: list[str], iters: int, cache: Path) -> dict:
     from orchestrator import Orchestrator
     from orchestrator.inputs import check_inputs
 
     result = {}
     for mode in modes:
+        start = time.perf_counter()
         orch = Orchestrator(pipeline, device="cuda", graphs={"eager": False, "graph": True}[mode], cache_dir=cache)
+        result.setdefault("load_s", time.perf_counter() - start)  # the first load includes the engine builds
         for _ in range(3):  # warm-up and capture
             orch.run(feeds)
         arrays, dims = check_inputs(orch.pipeline, feeds)
@@ -141,6 +138,33 @@ def time_orchestrator(pipeline, feeds: dict, modes: list[str], iters: int, cache
         result[mode] = EventTimer(orch.backend.stream.handle)(orch.executor._program, iters)
         result["memory"] = orch.backend.memory_summary()
         orch.close()
+    return result
+
+
+def scenarios(args, model: Path) -> dict[str, tuple]:
+    """name -> (pipeline, feeds) for every orchestrator configuration, snipped and verified on the CPU."""
+    from orchestrator.pipeline.load import load_pipeline
+    from orchestrator.snip import snip
+
+    rng = np.random.default_rng(0)
+    x = {"x": rng.standard_normal((args.batch, 3, 224, 224)).astype(np.float32)}
+    image = {"image": rng.integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)}
+    layouts = ["linear", "hwc8"] if args.precision == "fp16" else ["linear"]
+    result = {}
+    for k, layout in [(k, layout) for k in args.pieces for layout in layouts if k > 1 or layout == "linear"]:
+        name = f"orchestrator_k{k}" + ("" if layout == "linear" else f"_{layout}")
+        start = time.perf_counter()
+        snipped = snip(model, args.cache / f"b{args.batch}_{args.precision}_k{k}_{layout}", pieces=k,
+                       dims={"N": args.batch}, precision=args.precision, boundary_format=layout)
+        result[name] = (load_pipeline(snipped.pipeline), x)
+        print(f"{name}: cut at {[c[0] for c in snipped.boundaries]} ({time.perf_counter() - start:.1f} s)",
+              flush=True)
+        if k == 1:  # the full pipeline reuses the k = 1 engine: measured early, before the long builds
+            onnx = snipped.pieces[0]
+            text = PIPELINE.format(batch=args.batch, onnx=onnx.as_posix(), precision=args.precision,
+                                   kernels=(ROOT / "custom_kernels").as_posix())
+            (onnx.parent / "full_pipeline.yaml").write_text(text)
+            result["pipeline"] = (load_pipeline(onnx.parent / "full_pipeline.yaml"), image)
     return result
 
 
@@ -160,42 +184,33 @@ def main() -> None:
     import onnx
 
     from orchestrator import Orchestrator
-    from orchestrator.pipeline.load import load_pipeline
-    from orchestrator.snip import snip
 
     args.cache.mkdir(parents=True, exist_ok=True)
     model = args.cache / "resnet50.onnx"
     if not model.exists():
         onnx.save(generate.resnet50_model(), str(model))
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch, 3, 224, 224)).astype(np.float32)
-    image = rng.integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)
-    result: dict = {"precision": args.precision, "batch": args.batch, "iters": args.iters, "runs": {}}
-    pieces = {}
-    for k in args.pieces:
-        folder = args.cache / f"b{args.batch}_k{k}"
-        start = time.perf_counter()
-        snipped = snip(model, folder, pieces=k, dims={"N": args.batch})
-        pieces[k] = with_precision(load_pipeline(snipped.pipeline), args.precision)
-        print(f"k={k}: cut at {[c[0] for c in snipped.boundaries]} ({time.perf_counter() - start:.1f} s)")
-    text = PIPELINE.format(batch=args.batch, onnx=(args.cache / f"b{args.batch}_k1" / "piece0.onnx").as_posix(),
-                           precision=args.precision, kernels=(ROOT / "custom_kernels").as_posix())
-    (args.cache / "pipeline.yaml").write_text(text)
-    full = load_pipeline(args.cache / "pipeline.yaml")
+    args.pieces = [1, *sorted(set(args.pieces) - {1})]  # the full pipeline uses the k = 1 snippet
+    configs = scenarios(args, model)
     if args.smoke:
-        for pipeline in pieces.values():
-            Orchestrator(pipeline, device="cpu").run({"x": x})
-        out = Orchestrator(full, device="cpu").run({"image": image})
-        print("smoke: every pipeline ran on the CPU;", {k: v.shape for k, v in out.items()})
+        for name, (pipeline, feeds) in configs.items():
+            out = Orchestrator(pipeline, device="cpu").run(feeds)
+            print(f"smoke: {name} ran on the CPU:", {k: v.shape for k, v in out.items()})
         return
-    result["runs"]["tensorrt"] = tensorrt_alone(model, args.precision, args.batch, args.iters, args.cache)
-    for k, pipeline in pieces.items():
-        result["runs"][f"orchestrator_k{k}"] = time_orchestrator(pipeline, {"x": x}, args.modes, args.iters,
-                                                                 args.cache)
-    result["runs"]["pipeline"] = time_orchestrator(full, {"image": image}, args.modes, args.iters, args.cache)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result: dict = {"precision": args.precision, "batch": args.batch, "iters": args.iters, "runs": {}}
+
+    def record(name: str, measure) -> None:
+        """Run one scenario; a failure is recorded and the others still run. Saved after each."""
+        try:
+            result["runs"][name] = measure()
+        except Exception as exc:  # a benchmark reports what failed rather than losing the other rows
+            result["runs"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(name, json.dumps(result["runs"][name]), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    record("tensorrt", lambda: tensorrt_alone(model, args.precision, args.batch, args.iters, args.cache))
+    for name, (pipeline, feeds) in configs.items():
+        record(name, lambda p=pipeline, f=feeds: time_orchestrator(p, f, args.modes, args.iters, args.cache))
 
 
 if __name__ == "__main__":

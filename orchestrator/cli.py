@@ -177,7 +177,8 @@ def _snip(args: argparse.Namespace) -> int:
         if not size.isdigit():
             raise OrchestratorError(f"--dims: '{item}' is not NAME=SIZE")
         dims[name] = int(size)
-    result = snip(Path(args.model), Path(args.output), at=args.at, pieces=args.pieces, dims=dims)
+    result = snip(Path(args.model), Path(args.output), at=args.at, pieces=args.pieces, dims=dims,
+                  precision=args.precision, boundary_format=args.boundary_format)
     cuts = ", ".join("+".join(c) for c in result.boundaries) or "none"
     print(f"{args.model}: {len(result.pieces)} snippets (cut at {cuts}) and {result.pipeline}")
     print(f"verified on the CPU reference backend: outputs match the original model "
@@ -255,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pieces", type=int, help="cut into this many pieces of about equal cost")
     p.add_argument("-o", "--output", required=True, help="folder for the snippets and pipeline.yaml")
     p.add_argument("--dims", help="sizes of symbolic dimensions, e.g. N=1,H=224,W=224 (default 1)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="of every snippet")
+    p.add_argument("--boundary-format", choices=["linear", "hwc8"], default="linear",
+                   help="layout of the 4-D tensors between snippets; hwc8 (needs fp16) avoids TensorRT "
+                        "reformats at every cut")
     p.set_defaults(func=_snip)
 
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")

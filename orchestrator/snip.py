@@ -174,16 +174,19 @@ def identifier(name: str, taken: set[str]) -> str:
 
 
 def snip(model_path: Path, out_dir: Path, *, at: str | None = None, pieces: int | None = None,
-         dims: dict[str, int] | None = None) -> SnipResult:
+         dims: dict[str, int] | None = None, precision: str = "fp32", boundary_format: str = "linear") -> SnipResult:
     """Cut ``model_path`` (at tensors, or into ``pieces``), write the snippets and ``pipeline.yaml`` into
     ``out_dir``, and verify them on the CPU. ``dims`` sizes symbolic dimensions (default 1) for the
-    written bounds and the verification run."""
+    written bounds and the verification run. ``boundary_format`` 'hwc8' (with fp16) keeps the 4-D tensors
+    between snippets in TensorRT's FP16 channels-last format (layouts.py)."""
     import onnx
 
     model = load_model(model_path)
     graph = Graph(model)
     if (at is None) == (pieces is None):
         raise SnipError("give exactly one of --at and --pieces")
+    if boundary_format != "linear" and precision != "fp16":
+        raise SnipError(f"--boundary-format {boundary_format} is an FP16 format; add --precision fp16")
     cuts = check_cuts(graph, parse_cuts(at), model_path) if at else balanced_cuts(graph, pieces, model_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     boundaries = [tuple(graph.inputs), *cuts, tuple(graph.outputs)]
@@ -197,12 +200,30 @@ def snip(model_path: Path, out_dir: Path, *, at: str | None = None, pieces: int 
         onnx.save(piece, str(path))
         paths.append(path)
     pipeline = out_dir / "pipeline.yaml"
-    pipeline.write_text(_pipeline_yaml(model, boundaries, paths, pipeline.parent, dims or {}))
-    error = verify(model_path, pipeline)
+    formats = _boundary_formats(boundaries, paths, boundary_format)
+    pipeline.write_text(_pipeline_yaml(model, boundaries, paths, pipeline.parent, dims or {}, precision, formats))
+    # FP16 boundaries round every value that crosses them: compare at FP16's accuracy, not FP32's.
+    error = verify(model_path, pipeline, tolerance=1e-4 if boundary_format == "linear" else 1e-2)
     return SnipResult(paths, pipeline, cuts, error)
 
 
-def _pipeline_yaml(model, boundaries, paths: list[Path], base: Path, sizes: dict[str, int]) -> str:
+def _boundary_formats(boundaries, paths: list[Path], layout: str) -> list[dict[str, str]]:
+    """Per piece, the layout of each of its ports that crosses an inner cut (4-D tensors only)."""
+    from .pipeline.onnx_meta import read_ports
+
+    formats: list[dict[str, str]] = [{} for _ in paths]
+    if layout == "linear":
+        return formats
+    for i in range(len(paths) - 1):
+        outputs = read_ports(paths[i])[1]
+        for tensor in boundaries[i + 1]:
+            if len(outputs[tensor].shape) == 4:
+                formats[i][tensor] = formats[i + 1][tensor] = layout
+    return formats
+
+
+def _pipeline_yaml(model, boundaries, paths: list[Path], base: Path, sizes: dict[str, int], precision: str,
+                   formats: list[dict[str, str]]) -> str:
     taken: set[str] = set()
     names = {t: identifier(t, taken) for b in boundaries for t in b}
     symbols: dict[str, str] = {}
@@ -230,7 +251,11 @@ def _pipeline_yaml(model, boundaries, paths: list[Path], base: Path, sizes: dict
             size = sizes.get(param, sizes.get(symbol, 1))
             lines.append(f"  {symbol}: {{min: {size}, opt: {size}, max: {size}}}")
     lines += ["inputs:", *inputs, f"outputs: [{', '.join(names[t] for t in boundaries[-1])}]", "snippets:"]
-    lines += [f"  piece{i}: {{onnx: {p.relative_to(base)}}}" for i, p in enumerate(paths)]
+    for i, path in enumerate(paths):
+        options = [f"onnx: {path.relative_to(base)}"] + ([f"precision: {precision}"] if precision != "fp32" else [])
+        if formats[i]:
+            options.append("formats: {" + ", ".join(f"{_key(t)}: {f}" for t, f in formats[i].items()) + "}")
+        lines.append(f"  piece{i}: {{{', '.join(options)}}}")
     lines.append("steps:")
     for i in range(len(paths)):
         ins = ", ".join(f"{_key(t)}: {names[t]}" for t in boundaries[i])

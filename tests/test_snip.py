@@ -9,8 +9,11 @@ import onnx
 import pytest
 from conftest import ROOT
 
+from orchestrator import Orchestrator
 from orchestrator.cli import main
+from orchestrator.errors import ConfigError
 from orchestrator.pipeline.load import load_pipeline
+from orchestrator.planning import concrete_shapes, tensor_bytes
 from orchestrator.snip import Graph, SnipError, load_model, snip
 
 sys.path.insert(0, str(ROOT / "snippets"))
@@ -75,6 +78,50 @@ def test_cli_snip(models, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no tensor 'nope'" in err[0]
     assert main(["snip", str(tmp_path / "missing.onnx"), "--pieces", "2", "-o", str(tmp_path / "x")]) == 1
+
+
+def test_hwc8_boundaries(models, tmp_path):
+    """FP16 channels-last between pieces: planned at padded FP16 size; the CPU reference rounds there too."""
+    result = snip(models["classify"], tmp_path, at="s1,s3", precision="fp16", boundary_format="hwc8")
+    pipeline = load_pipeline(result.pipeline)
+    assert pipeline.snippets["piece1"].formats == {"s1": "hwc8", "s3": "hwc8"}
+    assert [(pipeline.tensors[t].dtype, pipeline.tensors[t].layout) for t in ("x", "s1", "s3", "logits")] == [
+        ("float32", "linear"), ("float16", "hwc8"), ("float16", "hwc8"), ("float32", "linear")]
+    sizes = tensor_bytes(pipeline, concrete_shapes(pipeline, {"N": 2}))
+    assert sizes["s1"] == 2 * 56 * 56 * 16 * 2 and sizes["x"] == 2 * 3 * 224 * 224 * 4
+    x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    rounded = Orchestrator(pipeline, device="cpu").run({"x": x})["logits"]
+    exact = Orchestrator(load_pipeline(snip(models["classify"], tmp_path / "fp32", at="s1,s3").pipeline),
+                         device="cpu").run({"x": x})["logits"]
+    error = np.linalg.norm(rounded - exact) / np.linalg.norm(exact)
+    assert 0 < error < 1e-2  # FP16 rounding at two boundaries, and nothing worse
+    with pytest.raises(SnipError, match="an FP16 format; add --precision fp16"):
+        snip(models["classify"], tmp_path / "bad", at="s1", boundary_format="hwc8")
+
+
+NORM_KERNEL = f"kernels:\n  norm: {ROOT.as_posix()}/custom_kernels/instance_norm_relu.yaml\nsteps:\n"
+NORM_STEP = "    outputs: {logits: logits}\n  - kernel: norm\n    args: {x: s3, y: s3n, eps: 0.001}\n"
+
+
+@pytest.mark.parametrize(("edits", "message"), [
+    ([("formats: {s1: hwc8, s3: hwc8}", "formats: {s3: hwc8}")],
+     ":17:18: steps[1].inputs.s1: tensor 's1' is float16 hwc8 but input 's1' of piece1.onnx expects float32 "
+     "(a tensor has one layout"),
+    ([("outputs: [logits]", "outputs: [logits, s3]")], ":7:19: outputs[1]: output 's3' is stored as hwc8"),
+    ([("steps:\n", NORM_KERNEL), ("    outputs: {logits: logits}\n", NORM_STEP)],
+     ":25:15: steps[3].args.x: tensor 's3' is stored as hwc8 (a TensorRT format, chosen by the 'formats' of the "
+     "snippet that writes it at "),
+])
+def test_layout_mismatches_are_explained(models, tmp_path, edits, message):
+    result = snip(models["classify"], tmp_path, at="s1,s3", precision="fp16", boundary_format="hwc8")
+    text = result.pipeline.read_text()
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    result.pipeline.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(result.pipeline)
+    assert len(info.value.problems) == 1 and f"pipeline.yaml{message}" in str(info.value)
 
 
 def test_snip_resnet50_into_16_balanced_pieces(tmp_path):

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import Location, Problem
+from ..layouts import LAYOUT_DTYPE
 from .schema import DimBounds, LaunchSpec
 from .shapes import Dim, Shape
 from .source import YamlPath
@@ -27,6 +28,12 @@ class TensorInfo:
     shape: Shape
     origin: TensorOrigin
     path: YamlPath  # where it is defined (an input, a constant, or a step's binding)
+    layout: str = "linear"  # see layouts.py; only tensors between snippets can be other than linear
+
+    @property
+    def kind(self) -> str:
+        """dtype and layout, as error messages show them."""
+        return self.dtype if self.layout == "linear" else f"{self.dtype} {self.layout}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,13 @@ class SnippetInfo:
     profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None
     inputs: dict[str, Port]
     outputs: dict[str, Port]
+    formats: dict[str, str] = field(default_factory=dict)  # port -> layout, for ports that are not linear
+
+    def port_type(self, port: str) -> tuple[str, str]:
+        """The dtype and layout the tensor bound to ``port`` has."""
+        layout = self.formats.get(port, "linear")
+        spec = self.inputs.get(port) or self.outputs[port]
+        return LAYOUT_DTYPE[layout] or spec.dtype, layout
 
 
 @dataclass(frozen=True)

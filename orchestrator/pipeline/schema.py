@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ..dtypes import DTypeName
+from ..layouts import Layout
 from . import shapes
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -104,6 +105,10 @@ class SnippetSpec(Model):
     workspace: ByteSize = Field(ByteSize(256 << 20), description="TensorRT workspace limit, e.g. 256MiB")
     profile: dict[str, ProfileShapes] | None = Field(
         None, description="optimisation profile per ONNX input; default: derived from the pipeline's dims")
+    formats: dict[str, Layout] = Field(
+        {}, description="memory layout per ONNX input/output (default linear); 'hwc8' keeps a tensor passed "
+                        "between fp16 snippets in TensorRT's FP16 channels-last format, so that no reformat "
+                        "runs at the boundary (every snippet that reads the tensor must use it too)")
 
 
 class KernelArg(Model):

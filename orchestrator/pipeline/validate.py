@@ -173,7 +173,29 @@ class Validator:
                     self.error(path + ("profile", port), "each dimension must satisfy min <= opt <= max")
                     continue
                 profile[port] = (tuple(bounds.min), tuple(bounds.opt), tuple(bounds.max))
-        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs)
+        formats = self.formats(path, spec, onnx_path.name, {**inputs, **outputs})
+        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats)
+
+    def formats(self, path: YamlPath, spec: SnippetSpec, onnx_name: str, ports: dict) -> dict[str, str]:
+        result = {}
+        for port, layout in spec.formats.items():
+            where = path + ("formats", port)
+            if port not in ports:
+                self.error(where, f"{onnx_name} has no input or output '{port}' (its ports: {listing(ports)})"
+                                  f"{did_you_mean(port, ports)}", key=True)
+            elif layout == "linear":
+                continue
+            elif spec.precision != "fp16":
+                self.error(where, f"'{layout}' is TensorRT's FP16 format; it needs precision: fp16 "
+                                  f"(this snippet is {spec.precision})")
+            elif len(ports[port].shape) != 4:
+                self.error(where, f"'{layout}' is a layout of 4-D (NCHW) tensors; '{port}' has shape "
+                                  f"{shapes.format_shape(ports[port].shape)}")
+            elif ports[port].dtype not in ("float32", "float16"):
+                self.error(where, f"'{layout}' stores floating-point tensors; '{port}' is {ports[port].dtype}")
+            else:
+                result[port] = layout
+        return result
 
     def kernels(self) -> dict[str, KernelInfo]:
         result = {}
@@ -291,7 +313,7 @@ class Validator:
             return None
         return info
 
-    def define(self, name: str, dtype: str, shape, path: YamlPath, scope: Scope) -> None:
+    def define(self, name: str, dtype: str, shape, path: YamlPath, scope: Scope, layout: str = "linear") -> None:
         if name in scope:
             self.error(path, f"tensor '{name}' is already defined at {self.where(scope[name].path)} "
                              f"(each tensor is defined once; choose another name)")
@@ -299,7 +321,7 @@ class Validator:
         if name in self.retired:
             self.error(path, f"tensor '{name}' is already defined ({self.retired[name]}); choose another name")
             return
-        info = TensorInfo(name, dtype, tuple(shape), "step", path)
+        info = TensorInfo(name, dtype, tuple(shape), "step", path, layout)
         scope[name] = info
         self.tensors.setdefault(name, info)
 
@@ -344,9 +366,14 @@ class Validator:
             inputs[port] = tensor
             if t is None or t.dtype == UNKNOWN:
                 continue
-            if t.dtype != spec.dtype:
-                self.error(where, f"tensor '{tensor}' is {t.dtype} but input '{port}' of {onnx_name} "
-                                  f"expects {spec.dtype}")
+            dtype, layout = info.port_type(port)
+            if (t.dtype, t.layout) != (dtype, layout):
+                hint = "" if t.layout == layout else (
+                    f" (a tensor has one layout: give '{port}' the same 'formats' entry as the port that "
+                    f"writes '{tensor}', or neither)")
+                expected = dtype if layout == "linear" else f"{dtype} {layout}"
+                self.error(where, f"tensor '{tensor}' is {t.kind} but input '{port}' of {onnx_name} "
+                                  f"expects {expected}{hint}")
             mismatch = shapes.unify(spec.shape, t.shape, env)
             if mismatch:
                 self.error(where, f"tensor '{tensor}' has shape {shapes.format_shape(t.shape)}; input "
@@ -356,7 +383,8 @@ class Validator:
             tensor = step.outputs.get(port, port)
             where = path + ("outputs", port) if port in step.outputs else path + ("snippet",)
             shape = tuple(self.output_dim(d, env, f"{name}_{port}_{axis}") for axis, d in enumerate(spec.shape))
-            self.define(tensor, spec.dtype, shape, where, scope)
+            dtype, layout = info.port_type(port)
+            self.define(tensor, dtype, shape, where, scope, layout)
             outputs[port] = tensor
         return SnippetCall(step_id, name, path, step.snippet, inputs, outputs)
 
@@ -412,6 +440,11 @@ class Validator:
         t = self.use_device(bound, where, scope)
         tensors[arg.name] = bound
         if t is None or t.dtype == UNKNOWN:
+            return
+        if t.layout != "linear":
+            self.error(where, f"tensor '{bound}' is stored as {t.layout} (a TensorRT format, chosen by the "
+                              f"'formats' of the snippet that writes it at {self.where(t.path)}); kernels "
+                              f"read linear tensors: drop that 'formats' entry")
             return
         if t.dtype != arg.dtype:
             self.error(where, f"tensor '{bound}' is {t.dtype} but argument '{arg.name}' of kernel "
@@ -506,8 +539,8 @@ class Validator:
             first_label, first = news[0][0], news[0][1][name]
             for label, defs in news[1:]:
                 other = defs[name]
-                if other.dtype != first.dtype:
-                    self.error(path, f"tensor '{name}' is {first.dtype} in {first_label} but {other.dtype} in "
+                if other.kind != first.kind:
+                    self.error(path, f"tensor '{name}' is {first.kind} in {first_label} but {other.kind} in "
                                      f"{label} (branches must define their outputs alike)")
                 elif shapes.unify(first.shape, other.shape, {}) and _provably_different(first.shape, other.shape):
                     self.error(path, f"tensor '{name}' has shape {shapes.format_shape(first.shape)} in "
@@ -566,9 +599,9 @@ class Validator:
                 self.error(where, f"'{nxt}' must be a tensor defined inside the loop body")
             elif s is not None:
                 self.used.add(nxt)
-                if s.dtype != n.dtype or _provably_different(s.shape, n.shape):
-                    self.error(where, f"'{nxt}' ({n.dtype} {shapes.format_shape(n.shape)}) cannot replace "
-                                      f"'{state}' ({s.dtype} {shapes.format_shape(s.shape)}): dtype and shape "
+                if s.kind != n.kind or _provably_different(s.shape, n.shape):
+                    self.error(where, f"'{nxt}' ({n.kind} {shapes.format_shape(n.shape)}) cannot replace "
+                                      f"'{state}' ({s.kind} {shapes.format_shape(s.shape)}): dtype and shape "
                                       f"must match")
                 carry.append((state, nxt))
         if cond is not None and cond.subject not in step.carry and scope.get(cond.subject, None) is not None \
@@ -593,6 +626,10 @@ class Validator:
             t = self.use(name, ("outputs", i), scope)
             if t is not None and t.origin == "host":
                 self.error(("outputs", i), f"'{name}' is a host input and cannot be an output")
+            elif t is not None and t.layout != "linear":
+                self.error(("outputs", i), f"output '{name}' is stored as {t.layout} (a TensorRT format, chosen "
+                                           f"at {self.where(t.path)}); outputs are linear: drop that 'formats' "
+                                           f"entry")
         return tuple(self.spec.outputs)
 
     def unused(self, inputs, constants) -> None:

@@ -7,7 +7,6 @@ come from the kernels' shape rules. Pure CPU work, done once when a pipeline is 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from .. import dtypes
 from ..errors import ConfigError, Problem
 from ..kernels.signature import bind_symbols, out_shapes
+from ..layouts import storage_bytes
 from ..pipeline import shapes
 from ..pipeline.ir import KernelCall, Pipeline, SnippetCall, walk
 from ..pipeline.source import display_name
@@ -53,7 +53,8 @@ def concrete_shapes(pipeline: Pipeline, dims: Mapping[str, int]) -> dict[str, Co
 
 
 def tensor_bytes(pipeline: Pipeline, shape_of: Mapping[str, Concrete]) -> dict[str, int]:
-    return {name: math.prod(shape_of[name]) * dtypes.itemsize(info.dtype)
+    """Bytes each tensor takes in memory (its layout's padding included)."""
+    return {name: storage_bytes(shape_of[name], info.dtype, info.layout)
             for name, info in pipeline.tensors.items() if name in shape_of}
 
 

@@ -11,7 +11,6 @@ input shapes change from the previous run.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from ...errors import ExecutionError
 from ...inputs import DeviceArray, DeviceView, check_output_buffer
 from ...kernels.nvrtc import compile_kernel
 from ...kernels.signature import bind_symbols, derived_scalar, launch_config, out_shapes
+from ...layouts import storage_bytes, to_logical
 from ...pipeline.ir import KernelCall, Pipeline, SnippetCall, Step, walk
 from ...planning import analyse, concrete_shapes, dims_at, plan_memory, tensor_bytes
 from ...planning.memory import ALIGNMENT, MemoryPlan, align
@@ -252,15 +252,18 @@ class CudaBackend(Backend):
                 shapes.update({t: ctx.output_shape(p) for p, t in node.outputs.items()})
             elif isinstance(node, KernelCall) and id(node) in launches:
                 self._specialize_kernel(node, launches[id(node)], shapes)
-        for name, shape in shapes.items():
-            nbytes = math.prod(shape) * dtypes.itemsize(self.pipeline.tensors[name].dtype)
+        sizes = {n: self._storage_bytes(n, s) for n, s in shapes.items()}
+        for name, nbytes in sizes.items():
             if nbytes > self.layout.capacity.get(name, nbytes):
-                raise ExecutionError(f"tensor '{name}' needs {nbytes} bytes for shape {list(shape)}, more than "
-                                     f"the {self.layout.capacity[name]} planned at the dims' max bounds")
+                raise ExecutionError(f"tensor '{name}' needs {nbytes} bytes for shape {list(shapes[name])}, more "
+                                     f"than the {self.layout.capacity[name]} planned at the dims' max bounds")
         self.shapes = shapes
         self._nbytes.clear()  # updated in place: carry runners hold this dict
-        self._nbytes.update({n: math.prod(s) * dtypes.itemsize(self.pipeline.tensors[n].dtype)
-                             for n, s in shapes.items()})
+        self._nbytes.update(sizes)
+
+    def _storage_bytes(self, name: str, shape: tuple[int, ...]) -> int:
+        info = self.pipeline.tensors[name]
+        return storage_bytes(shape, info.dtype, info.layout)
 
     def _specialize_kernel(self, node: KernelCall, launch: KernelLaunch, shapes: dict) -> None:
         kernel = self.pipeline.kernels[node.kernel]
@@ -351,7 +354,8 @@ class CudaBackend(Backend):
         self.stream.synchronize()
         check(cu.cuMemcpyDtoH(out.ctypes.data, self._bound_input.get(name, self.address[name]), out.nbytes),
               "cuMemcpyDtoH")
-        return out.view(dtypes.to_numpy(self.pipeline.tensors[name].dtype)).reshape(self.shapes[name])
+        info = self.pipeline.tensors[name]
+        return to_logical(out.view(dtypes.to_numpy(info.dtype)), self.shapes[name], info.layout)
 
     def memory_summary(self) -> dict[str, int | float | bool]:
         return self.layout.summary()

@@ -31,6 +31,7 @@ class EngineCache:
 
     def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile, copies: int) -> str:
         settings = {"precision": info.precision, "workspace": info.workspace, "profile": profile, "copies": copies,
+                    "formats": info.formats,
                     "tensorrt": trt.version(), "gpu": self.device.name, "cc": self.device.compute_capability}
         return cache.digest(onnx_bytes, settings)
 
@@ -45,7 +46,8 @@ class EngineCache:
             log.warning("orchestrator: cached engine %s is corrupt or incompatible; rebuilding", path.name)
         serialized, timing = trt.build_engine(onnx_bytes, name=info.name, precision=info.precision,
                                               workspace=info.workspace, profile=profile,
-                                              timing_cache=cache.read(self.timing_path), copies=copies)
+                                              timing_cache=cache.read(self.timing_path), copies=copies,
+                                              formats=info.formats)
         self.builds += 1
         cache.write_atomic(path, serialized)
         cache.write_atomic(self.timing_path, timing)
@@ -66,6 +68,10 @@ class TensorRTSnippet:
         if set(inputs) != set(info.inputs) or set(outputs) != set(info.outputs):
             raise CompileError(f"engine of snippet '{info.name}' has I/O {inputs} -> {outputs}, "
                                f"but its ONNX file declares {list(info.inputs)} -> {list(info.outputs)}")
+        for port in [*inputs, *outputs]:
+            want, got = info.formats.get(port, "linear"), trt.tensor_layout(engine, port)
+            if got != want:
+                raise CompileError(f"engine of snippet '{info.name}' keeps '{port}' as {got}, not {want}")
 
     def context(self, scratch_address: int, stream_address: int) -> StepContext:
         """A context for the next step that runs this snippet, on its own optimisation profile."""

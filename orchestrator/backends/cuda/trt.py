@@ -71,10 +71,11 @@ def _progress_monitor(name: str):
 
 def build_engine(onnx_bytes: bytes, *, name: str, precision: str, workspace: int,
                  profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
-                 timing_cache: bytes | None, copies: int = 1) -> tuple[bytes, bytes]:
+                 timing_cache: bytes | None, copies: int = 1,
+                 formats: dict[str, str] | None = None) -> tuple[bytes, bytes]:
     """Build a serialized engine; returns it with the updated timing cache. ``copies`` identical
     optimisation profiles are added: with dynamic shapes a profile serves one execution context, and a
-    snippet run by several steps has one context per step."""
+    snippet run by several steps has one context per step. ``formats`` pins the layout of I/O tensors."""
     builder = trt.Builder(logger())
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if is_8() else 0
     network = builder.create_network(flags)
@@ -82,6 +83,7 @@ def build_engine(onnx_bytes: bytes, *, name: str, precision: str, workspace: int
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
         raise CompileError(f"TensorRT cannot parse snippet '{name}': {errors}")
+    _pin_formats(network, formats or {})
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     _set_precision(config, precision, name)
@@ -103,6 +105,17 @@ def build_engine(onnx_bytes: bytes, *, name: str, precision: str, workspace: int
         raise CompileError(f"TensorRT failed to build snippet '{name}': {'; '.join(logger().errors) or 'no details'}")
     log.info("orchestrator: built '%s' in %.1f s", name, time.perf_counter() - start)
     return bytes(serialized), bytes(config.get_timing_cache().serialize())
+
+
+def _pin_formats(network: Any, formats: dict[str, str]) -> None:
+    """Fix the dtype and format of I/O tensors (see layouts.py), so that TensorRT reads and writes them
+    as they are instead of inserting reformats at the engine's edges."""
+    tensors = [network.get_input(i) for i in range(network.num_inputs)]
+    tensors += [network.get_output(i) for i in range(network.num_outputs)]
+    for tensor in tensors:
+        if formats.get(tensor.name) == "hwc8":
+            tensor.dtype = trt.float16
+            tensor.allowed_formats = 1 << int(trt.TensorFormat.HWC8)
 
 
 def _set_precision(config: Any, precision: str, name: str) -> None:
@@ -141,6 +154,12 @@ def set_scratch(context: Any, address: int, nbytes: int) -> None:
         context.set_device_memory(address, nbytes)
     else:
         context.device_memory = address
+
+
+def tensor_layout(engine: Any, name: str) -> str:
+    """The layout (layouts.py) of an engine's I/O tensor, or TensorRT's format name if it has none."""
+    fmt = engine.get_tensor_format(name)
+    return {trt.TensorFormat.LINEAR: "linear", trt.TensorFormat.HWC8: "hwc8"}.get(fmt, str(fmt))
 
 
 def io_tensors(engine: Any) -> tuple[list[str], list[str]]:
