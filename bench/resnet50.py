@@ -42,7 +42,7 @@ constants:
   mean: {{value: [0.485, 0.456, 0.406], dtype: float32}}
   std: {{value: [0.229, 0.224, 0.225], dtype: float32}}
 snippets:
-  resnet50: {{onnx: {onnx}, precision: {precision}, workspace: 1GiB}}
+  resnet50: {{onnx: {onnx}, precision: {precision}}}
 kernels:
   preprocess: {kernels}/preprocess.yaml
   softmax: {kernels}/softmax.yaml
@@ -101,7 +101,7 @@ def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cach
     stream = Stream()
     shape = (batch, 3, 224, 224)
     profile = {"x": (shape, shape, shape)}
-    info = SnippetInfo("resnet50", onnx_path, precision, 1 << 30, profile, *read_ports(onnx_path))
+    info = SnippetInfo("resnet50", onnx_path, precision, 256 << 20, profile, *read_ports(onnx_path))  # as snip
     engine = EngineCache(cache, context.info).engine(info, profile)
     ctx = engine.create_execution_context()
     x, y = DeviceAllocation(4 * int(np.prod(shape))), DeviceAllocation(4 * batch * 1000)
