@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -65,28 +66,62 @@ def stats(samples: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(samples), "p5_ms": qs[0], "p95_ms": qs[-1], "n": len(samples)}
 
 
+SPIN = """extern "C" __global__ void spin(long long cycles) {
+  long long start = clock64();
+  while (clock64() - start < cycles) {}
+}"""
+
+
 class EventTimer:
-    """Times a callable that enqueues work on ``stream`` with two CUDA events."""
+    """Times a callable that enqueues work on ``stream`` with two CUDA events, two ways:
+
+    - ``latency``: start event, the call, end event: what a caller waits for, host issue time included
+      (the GPU idles until the first launch arrives);
+    - ``device``: the same behind a 2 ms spin kernel, so that the whole call is queued before the start
+      event fires: the GPU time of the work alone."""
 
     def __init__(self, stream_handle):
-        from orchestrator.backends.cuda.driver import check, cu
+        import numpy as np
+
+        from orchestrator.backends.cuda.driver import Context, check, cu
+        from orchestrator.kernels.nvrtc import compile_source
 
         self.check, self.cu, self.stream = check, cu, stream_handle
         self.start = check(cu.cuEventCreate(0), "cuEventCreate")
         self.end = check(cu.cuEventCreate(0), "cuEventCreate")
+        info = Context(0).info
+        compiled = compile_source("bench_spin", SPIN, "spin", info.arch, [f"--gpu-architecture={info.arch}"], "spin")
+        self.module = check(cu.cuModuleLoadData(compiled.image), "cuModuleLoadData")
+        self.spin = check(cu.cuModuleGetFunction(self.module, compiled.lowered_name.encode()), "cuModuleGetFunction")
+        self.cycles = np.array([2_000_000 * 2], np.int64)  # ~2 ms at the H100's ~2 GHz
+        self.spin_args = np.array([self.cycles.ctypes.data], np.uint64)
 
-    def __call__(self, fn, iters: int, warmup: int = 30) -> dict[str, float]:
+    def _spin(self) -> None:
+        self.check(self.cu.cuLaunchKernel(self.spin, 1, 1, 1, 1, 1, 1, 0, self.stream, self.spin_args.ctypes.data, 0),
+                   "cuLaunchKernel(spin)")
+
+    def __call__(self, fn, iters: int, warmup: int = 30) -> dict[str, dict[str, float]]:
         check, cu = self.check, self.cu
         for _ in range(warmup):
             fn()
-        samples = []
-        for _ in range(iters):
-            check(cu.cuEventRecord(self.start, self.stream), "cuEventRecord")
-            fn()
-            check(cu.cuEventRecord(self.end, self.stream), "cuEventRecord")
-            check(cu.cuEventSynchronize(self.end), "cuEventSynchronize")
-            samples.append(check(cu.cuEventElapsedTime(self.start, self.end), "cuEventElapsedTime"))
-        return stats(samples)
+        result = {}
+        for kind in ("latency", "device"):
+            samples = []
+            for _ in range(iters):
+                if kind == "device":
+                    self._spin()
+                check(cu.cuEventRecord(self.start, self.stream), "cuEventRecord")
+                fn()
+                check(cu.cuEventRecord(self.end, self.stream), "cuEventRecord")
+                check(cu.cuEventSynchronize(self.end), "cuEventSynchronize")
+                samples.append(check(cu.cuEventElapsedTime(self.start, self.end), "cuEventElapsedTime"))
+            result[kind] = stats(samples)
+        return result
+
+
+def record_modes(result: dict, mode: str, timed: dict) -> None:
+    """``mode``: latency as the caller sees it (the targets use it); ``mode_device``: GPU time alone."""
+    result[mode], result[f"{mode}_device"] = timed["latency"], timed["device"]
 
 
 def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cache: Path) -> dict:
@@ -101,7 +136,8 @@ def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cach
     stream = Stream()
     shape = (batch, 3, 224, 224)
     profile = {"x": (shape, shape, shape)}
-    info = SnippetInfo("resnet50", onnx_path, precision, 256 << 20, profile, *read_ports(onnx_path))  # as snip
+    # Named and configured as the k = 1 snippet, whose ONNX file is this one: both use one cached engine.
+    info = SnippetInfo("piece0", onnx_path, precision, 256 << 20, profile, *read_ports(onnx_path))
     engine = EngineCache(cache, context.info).engine(info, profile)
     ctx = engine.create_execution_context()
     x, y = DeviceAllocation(4 * int(np.prod(shape))), DeviceAllocation(4 * batch * 1000)
@@ -109,7 +145,8 @@ def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cach
     ctx.set_tensor_address("x", x.address)
     ctx.set_tensor_address("logits", y.address)
     timer = EventTimer(stream.handle)
-    result = {"eager": timer(lambda: ctx.execute_async_v3(stream.address), iters)}
+    result = {}
+    record_modes(result, "eager", timer(lambda: ctx.execute_async_v3(stream.address), iters))
     ctx.execute_async_v3(stream.address)
     stream.synchronize()
     check(cu.cuStreamBeginCapture(stream.handle, cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
@@ -117,7 +154,7 @@ def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cach
     ctx.execute_async_v3(stream.address)
     graph = check(cu.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
     exe = check(cu.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
-    result["graph"] = timer(lambda: check(cu.cuGraphLaunch(exe, stream.handle), "cuGraphLaunch"), iters)
+    record_modes(result, "graph", timer(lambda: check(cu.cuGraphLaunch(exe, stream.handle), "cuGraphLaunch"), iters))
     result["device"] = context.info.name
     return result
 
@@ -135,7 +172,7 @@ def time_orchestrator(pipeline, feeds: dict, modes: list[str], iters: int, cache
             orch.run(feeds)
         arrays, dims = check_inputs(orch.pipeline, feeds)
         orch.backend.set_inputs(arrays, dims)
-        result[mode] = EventTimer(orch.backend.stream.handle)(orch.executor._program, iters)
+        record_modes(result, mode, EventTimer(orch.backend.stream.handle)(orch.executor._program, iters))
         result["memory"] = orch.backend.memory_summary()
         orch.close()
     return result
@@ -149,13 +186,15 @@ def scenarios(args, model: Path) -> dict[str, tuple]:
     rng = np.random.default_rng(0)
     x = {"x": rng.standard_normal((args.batch, 3, 224, 224)).astype(np.float32)}
     image = {"image": rng.integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)}
-    layouts = ["linear", "hwc8"] if args.precision == "fp16" else ["linear"]
+    layouts = ["hwc8", "linear"] if args.precision == "fp16" else ["linear"]
     result = {}
     for k, layout in [(k, layout) for k in args.pieces for layout in layouts if k > 1 or layout == "linear"]:
         name = f"orchestrator_k{k}" + ("" if layout == "linear" else f"_{layout}")
         start = time.perf_counter()
         snipped = snip(model, args.cache / f"b{args.batch}_{args.precision}_k{k}_{layout}", pieces=k,
                        dims={"N": args.batch}, precision=args.precision, boundary_format=layout)
+        if k == 1:  # the model itself (snip verified the copy equal): the very engine TensorRT alone runs
+            shutil.copyfile(model, snipped.pieces[0])
         result[name] = (load_pipeline(snipped.pipeline), x)
         print(f"{name}: cut at {[c[0] for c in snipped.boundaries]} ({time.perf_counter() - start:.1f} s)",
               flush=True)
@@ -189,7 +228,7 @@ def main() -> None:
     model = args.cache / "resnet50.onnx"
     if not model.exists():
         onnx.save(generate.resnet50_model(), str(model))
-    args.pieces = [1, *sorted(set(args.pieces) - {1})]  # the full pipeline uses the k = 1 snippet
+    args.pieces = [1, *dict.fromkeys(k for k in args.pieces if k != 1)]  # the full pipeline uses k = 1's engine
     configs = scenarios(args, model)
     if args.smoke:
         for name, (pipeline, feeds) in configs.items():

@@ -109,6 +109,9 @@ class CudaBackend(Backend):
         self.host_values: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._shape_key: tuple | None = None
+        # What a captured graph depends on: input shapes and the host values baked into kernel arguments
+        # (kept current by set_inputs, so that a graph-mode run only looks it up).
+        self.graph_key: tuple = (None, ())
         self.enqueuers: dict[int, Callable[[Stream], None]] = {}  # step id -> enqueue on a given stream
         self._graph_compiler = None
         self._events: list[Any] = []
@@ -193,11 +196,6 @@ class CudaBackend(Backend):
         return enqueue
 
     # ---- graph modes (see graphs.py) ------------------------------------------------------------
-    @property
-    def graph_key(self) -> tuple:
-        """What a captured graph depends on: input shapes and the host values baked into kernel args."""
-        return self._shape_key, tuple(self.host_values[h].item() for _, _, h in self._host_sites)
-
     def _segment_runner_impl(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
         return self._graphs().segment(steps, eager)
 
@@ -231,6 +229,7 @@ class CudaBackend(Backend):
                                            self.stream.handle), "cuMemcpyHtoDAsync")
         for launch, arg, host in self._host_sites:
             launch.set(arg, self.host_values[host].item())
+        self.graph_key = (self._shape_key, tuple(self.host_values[h].item() for _, _, h in self._host_sites))
 
     def _bind_input(self, name: str, address: int) -> None:
         if self._bound_input.get(name, self.address[name]) != address:

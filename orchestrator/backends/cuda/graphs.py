@@ -121,6 +121,8 @@ class GraphCompiler:
 
     # ---- capture ----------------------------------------------------------------------------------
     def _capture(self, emit) -> Any:
+        """Capture and instantiate; returns the executable graph's driver handle (the graph object is
+        kept alive here). Runs launch it with one driver call: no Python layer between run and GPU."""
         builder = self.core_stream.create_graph_builder().begin_building()
         try:
             emit(builder)
@@ -128,7 +130,10 @@ class GraphCompiler:
             builder.end_building()  # a failed capture must still leave capture mode
         graph = builder.complete()
         self.graphs.append(graph)
-        return graph
+        return cu.CUgraphExec(int(graph.handle))
+
+    def _launch(self, executable: Any) -> None:
+        check(cu.cuGraphLaunch(executable, self.backend.stream.handle), "cuGraphLaunch")
 
     def _emit(self, builder: Any, nodes: tuple[Node, ...]) -> None:
         stream = StreamRef.of(builder.stream)
@@ -170,7 +175,7 @@ class GraphCompiler:
     # ---- runners ----------------------------------------------------------------------------------
     def segment(self, steps: tuple[Step, ...], eager: StepRunner) -> StepRunner:
         graphs: dict[tuple, Any] = {}
-        backend, stream = self.backend, self.core_stream
+        backend, launch = self.backend, self._launch
 
         def run() -> None:
             graph = graphs.get(backend.graph_key)
@@ -178,7 +183,7 @@ class GraphCompiler:
                 eager()  # warm-up (TensorRT needs one plain enqueue) and this run's results
                 graphs[backend.graph_key] = self._capture(lambda b: self._emit(b, steps))
                 return
-            graph.launch(stream)
+            launch(graph)
 
         return run
 
@@ -186,7 +191,7 @@ class GraphCompiler:
         """One graph for the whole body. If it cannot be captured (a step that cannot live in a conditional
         body, an old driver), ``fallback()`` builds the graph-segments program, used from then on."""
         graphs: dict[tuple, Any] = {}
-        backend, stream, control = self.backend, self.core_stream, self.control
+        backend, control, launch = self.backend, self.control, self._launch
         hosts = list(control.host_slot)
         replacement: list[StepRunner] = []
 
@@ -212,7 +217,7 @@ class GraphCompiler:
                     backend.stream.synchronize()
                     replacement.append(fallback())
                 return
-            graph.launch(stream)
+            launch(graph)
             self._check_decisions(observer)
 
         return run
