@@ -119,6 +119,17 @@ class EventTimer:
         return result
 
 
+def conv_weights(model_path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(weight, bias) of every Conv and Gemm of the ONNX model, in graph order (what torch_baseline.py
+    loads into its nn.Module)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model_path)).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    return [(weights[n.input[1]], weights[n.input[2]]) for n in graph.node if n.op_type in ("Conv", "Gemm")]
+
+
 def record_modes(result: dict, mode: str, timed: dict) -> None:
     """``mode``: latency as the caller sees it (the targets use it); ``mode_device``: GPU time alone."""
     result[mode], result[f"{mode}_device"] = timed["latency"], timed["device"]
@@ -228,6 +239,10 @@ def main() -> None:
     model = args.cache / "resnet50.onnx"
     if not model.exists():
         onnx.save(generate.resnet50_model(), str(model))
+    weights = model.with_suffix(".npz")  # for torch_baseline.py in an environment without onnx
+    if not weights.exists():
+        layers = conv_weights(model)
+        np.savez(weights, **{f"{k}{i}": a for i, (w, b) in enumerate(layers) for k, a in (("w", w), ("b", b))})
     args.pieces = [1, *dict.fromkeys(k for k in args.pieces if k != 1)]  # the full pipeline uses k = 1's engine
     configs = scenarios(args, model)
     if args.smoke:

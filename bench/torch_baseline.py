@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 class Bottleneck(nn.Module):
@@ -62,15 +63,21 @@ class ResNet50(nn.Module):
 
 
 def load_onnx_weights(model: ResNet50, path: Path) -> None:
-    graph = onnx.load(str(path)).graph
-    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    """From the ONNX file (needs the onnx package) or the .npz that bench/resnet50.py writes beside it
+    (for a torch environment without onnx)."""
+    if path.suffix == ".npz":
+        data = np.load(path)
+        layers = [(data[f"w{i}"], data[f"b{i}"]) for i in range(len(data.files) // 2)]
+    else:
+        from resnet50 import conv_weights
+
+        layers = conv_weights(path)
     targets = model.convs_in_onnx_order()
     assert len(layers) == len(targets), (len(layers), len(targets))
     with torch.no_grad():
-        for node, layer in zip(layers, targets, strict=True):
-            layer.weight.copy_(torch.from_numpy(weights[node.input[1]].copy()))
-            layer.bias.copy_(torch.from_numpy(weights[node.input[2]].copy()))
+        for (weight, bias), layer in zip(layers, targets, strict=True):
+            layer.weight.copy_(torch.from_numpy(weight.copy()))
+            layer.bias.copy_(torch.from_numpy(bias.copy()))
 
 
 class Pipeline(nn.Module):
@@ -133,7 +140,7 @@ def main() -> None:
         import onnxruntime as ort
 
         x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        want = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        want = ort.InferenceSession(str(args.model.with_suffix(".onnx")), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
         with torch.no_grad():
             got = net(torch.from_numpy(x)).numpy()
         rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
@@ -166,9 +173,9 @@ def main() -> None:
                     "pipeline_graph": time_cuda(graphed(pipeline, image), args.iters),
                     "peak_activation_bytes": peak,  # allocated during one pipeline run, beyond weights
                 }
-            print(precision, batch, json.dumps(result["runs"][f"{precision}_b{batch}"]))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+            print(precision, batch, json.dumps(result["runs"][f"{precision}_b{batch}"]), flush=True)
+            if args.out:  # after each configuration: a timed-out run keeps what it measured
+                args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+"""Where does the orchestrator's constant ~20 µs over TensorRT alone come from (ResNet-50, k = 1)?
+
+bench/resnet50.py measured the orchestrator with the model as one snippet, running TensorRT alone's very
+engine, about 20 µs (GPU time, graph mode) slower than TensorRT alone, at every batch and precision,
+while cutting the model into 16 hwc8 snippets added almost nothing on top. This script runs one engine
+under each difference between the two in turn, in one process, each variant measured twice in
+interleaved order (so that drift shows):
+
+- ``trt_zeros``: TensorRT alone as resnet50.py times it (its own context memory, input never written);
+- ``trt_data``: the same with the orchestrator's input data;
+- ``user_scratch``: context memory supplied by us in a separate allocation;
+- ``arena``: input, output and scratch in one allocation laid out like the orchestrator's arena;
+- ``orchestrator``: the k = 1 pipeline itself.
+
+    python bench/gap.py --out bench/results/gap_fp16_b1.json     # on the device, after resnet50.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from resnet50 import EventTimer  # noqa: E402
+
+
+def capture(ctx, stream):
+    from orchestrator.backends.cuda.driver import check, cu
+
+    ctx.execute_async_v3(stream.address)
+    stream.synchronize()
+    mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+    check(cu.cuStreamBeginCapture(stream.handle, mode), "cuStreamBeginCapture")
+    ctx.execute_async_v3(stream.address)
+    graph = check(cu.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
+    exe = check(cu.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+    return lambda: check(cu.cuGraphLaunch(exe, stream.handle), "cuGraphLaunch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/orchestrator-bench"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from orchestrator import Orchestrator
+    from orchestrator.backends.cuda import trt
+    from orchestrator.backends.cuda.driver import Context, DeviceAllocation, Stream, check, cu
+    from orchestrator.backends.cuda.snippet import EngineCache
+    from orchestrator.pipeline.ir import SnippetInfo
+    from orchestrator.pipeline.load import load_pipeline
+    from orchestrator.pipeline.onnx_meta import read_ports
+
+    folder = args.cache / f"b{args.batch}_{args.precision}_k1_linear"
+    onnx_path, shape = folder / "piece0.onnx", (args.batch, 3, 224, 224)
+    profile = {"x": (shape, shape, shape)}
+    info = SnippetInfo("piece0", onnx_path, args.precision, 256 << 20, profile, *read_ports(onnx_path))
+    context, stream = Context(0), Stream()
+    engine = EngineCache(args.cache, context.info).engine(info, profile)
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)  # resnet50.py's input
+    x_bytes, y_bytes, scratch = data.nbytes, 4 * args.batch * 1000, trt.scratch_bytes(engine)
+
+    def make(kind: str):
+        align = lambda n: -(-n // 256) * 256  # noqa: E731
+        if kind == "arena":  # input | output | scratch, as the orchestrator lays its arena out
+            arena = DeviceAllocation(align(x_bytes) + align(y_bytes) + scratch)
+            x, keep = arena.address, [arena]
+            y = x + align(x_bytes)
+            s = y + align(y_bytes)
+        else:
+            xa, ya = DeviceAllocation(x_bytes), DeviceAllocation(y_bytes)
+            x, y, keep = xa.address, ya.address, [xa, ya]
+            sa = DeviceAllocation(scratch) if kind == "user_scratch" else None
+            s, keep = (sa.address, keep + [sa]) if sa else (0, keep)
+        if kind in ("trt_zeros", "trt_data"):
+            ctx = engine.create_execution_context()
+        else:
+            ctx = trt.context_without_memory(engine)
+            trt.set_scratch(ctx, s, scratch)
+        if kind != "trt_zeros":
+            check(cu.cuMemcpyHtoD(x, data.ctypes.data, x_bytes), "cuMemcpyHtoD")
+        ctx.set_input_shape("x", shape)
+        ctx.set_tensor_address("x", x)
+        ctx.set_tensor_address("logits", y)
+        return capture(ctx, stream), (ctx, keep)
+
+    runners = {kind: make(kind) for kind in ("trt_zeros", "trt_data", "user_scratch", "arena")}
+    orch = Orchestrator(load_pipeline(folder / "pipeline.yaml"), device="cuda", graphs=True, cache_dir=args.cache)
+    for _ in range(3):
+        orch.run({"x": data})
+    timers = {kind: EventTimer(stream.handle) for kind in runners}
+    timers["orchestrator"] = EventTimer(orch.backend.stream.handle)
+    calls = {kind: fn for kind, (fn, _) in runners.items()} | {"orchestrator": orch.executor._program}
+    result: dict = {"precision": args.precision, "batch": args.batch, "device": context.info.name, "runs": {}}
+    for round_ in (1, 2):
+        for kind, fn in calls.items():
+            result["runs"][f"{kind}_{round_}"] = timers[kind](fn, args.iters)
+            timed = result["runs"][f"{kind}_{round_}"]
+            print(f"{kind:14} round {round_}: latency {timed['latency']['median_ms']:.4f} ms, "
+                  f"GPU {timed['device']['median_ms']:.4f} ms", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
