@@ -78,6 +78,12 @@ def test_cli_snip(models, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no tensor 'nope'" in err[0]
     assert main(["snip", str(tmp_path / "missing.onnx"), "--pieces", "2", "-o", str(tmp_path / "x")]) == 1
+    assert main(["snip", str(models["classify"]), "--at", "s1", "-o", str(tmp_path / "h"), "--boundary-format",
+                 "hwc8"]) == 1
+    assert "--boundary-format hwc8 is an FP16 format; add --precision fp16" in capsys.readouterr().err
+    assert main(["snip", str(models["classify"]), "--at", "s1", "-o", str(tmp_path / "h"), "--boundary-format",
+                 "hwc8", "--precision", "fp16"]) == 0
+    assert "formats: {s1: hwc8}" in (tmp_path / "h" / "pipeline.yaml").read_text()
 
 
 def test_hwc8_boundaries(models, tmp_path):
