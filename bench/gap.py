@@ -70,8 +70,10 @@ def main() -> None:
     data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)  # resnet50.py's input
     x_bytes, y_bytes, scratch = data.nbytes, 4 * args.batch * 1000, trt.scratch_bytes(engine)
 
+    def align(n: int) -> int:
+        return -(-n // 256) * 256
+
     def make(kind: str):
-        align = lambda n: -(-n // 256) * 256  # noqa: E731
         if kind == "arena":  # input | output | scratch, as the orchestrator lays its arena out
             arena = DeviceAllocation(align(x_bytes) + align(y_bytes) + scratch)
             x, keep = arena.address, [arena]

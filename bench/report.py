@@ -39,14 +39,18 @@ def ms(entry: dict, mode: str) -> str:
     return f"{entry[mode]['median_ms']:.3f}" if mode in entry else "–"
 
 
+def cells(entry: dict) -> str:
+    """The eager, graph and graph GPU-time columns of one row."""
+    return " | ".join(ms(entry, mode) for mode in ("eager", "graph", "graph_device"))
+
+
 def resnet_rows(run: dict, torch: dict | None) -> list[str]:
     """Latency (what a caller waits for, host issue included) and, where measured, GPU time alone."""
     key = f"{run['precision']}_b{run['batch']}"
     trt = run["runs"]["tensorrt"]
     if "error" in trt:
         return [f"| TensorRT alone | failed: {trt['error']} | | | | | |"]
-    rows = [f"| TensorRT alone | {ms(trt, 'eager')} | {ms(trt, 'graph')} | {ms(trt, 'graph_device')} | floor | "
-            f"floor | |"]
+    rows = [f"| TensorRT alone | {cells(trt)} | floor | floor | |"]
     for k, layout, name in variants(run):
         r, label = run["runs"][name], f"orchestrator, k = {k}" + ("" if layout == "linear" else f", {layout} cuts")
         if "error" in r:
@@ -57,8 +61,7 @@ def resnet_rows(run: dict, torch: dict | None) -> list[str]:
                   if "graph_device" in r and "graph_device" in trt else "–")
         target = TARGETS.get(k) if key == "fp16_b1" else None
         mark = "" if target is None else f"≤ {target:.0%}: {verdict(over <= target)}"
-        rows.append(f"| {label} | {ms(r, 'eager')} | {ms(r, 'graph')} | {ms(r, 'graph_device')} | {over:+.1%} | "
-                    f"{device} | {mark} |")
+        rows.append(f"| {label} | {cells(r)} | {over:+.1%} | {device} | {mark} |")
     if torch and key in torch["runs"]:
         t = torch["runs"][key]
         rows.append(f"| PyTorch | {t['network_eager']['median_ms']:.3f} | {t['network_graph']['median_ms']:.3f} | "
@@ -71,8 +74,7 @@ def pipeline_rows(run: dict, torch: dict | None) -> list[str]:
     ours = run["runs"]["pipeline"]
     if "error" in ours:
         return [f"| orchestrator | failed: {ours['error']} | | | |"]
-    rows = [f"| orchestrator | {ms(ours, 'eager')} | {ms(ours, 'graph')} | {ms(ours, 'graph_device')} | "
-            f"{ours['memory']['arena_total_bytes'] / 2**20:.1f} MiB (arena) |"]
+    rows = [f"| orchestrator | {cells(ours)} | {ours['memory']['arena_total_bytes'] / 2**20:.1f} MiB (arena) |"]
     if torch and key in torch["runs"]:
         t = torch["runs"][key]
         rows.append(f"| PyTorch | {t['pipeline_eager']['median_ms']:.3f} | {t['pipeline_graph']['median_ms']:.3f} | | "

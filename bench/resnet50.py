@@ -81,8 +81,6 @@ class EventTimer:
       event fires: the GPU time of the work alone."""
 
     def __init__(self, stream_handle):
-        import numpy as np
-
         from orchestrator.backends.cuda.driver import Context, check, cu
         from orchestrator.kernels.nvrtc import compile_source
 

@@ -18,7 +18,6 @@ import numpy as np
 from . import dtypes
 
 Layout = Literal["linear", "hwc8"]
-LAYOUTS: tuple[str, ...] = ("linear", "hwc8")
 
 # The dtype a layout fixes (None: the port's own dtype).
 LAYOUT_DTYPE: dict[str, str | None] = {"linear": None, "hwc8": "float16"}
@@ -53,4 +52,4 @@ def to_storage(array: np.ndarray, layout: str) -> np.ndarray:
     return stored
 
 
-__all__ = ["LAYOUTS", "LAYOUT_DTYPE", "Layout", "storage_bytes", "storage_shape", "to_logical", "to_storage"]
+__all__ = ["LAYOUT_DTYPE", "Layout", "storage_bytes", "storage_shape", "to_logical", "to_storage"]
