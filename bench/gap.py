@@ -10,7 +10,10 @@ interleaved order (so that drift shows):
 - ``trt_data``: the same with the orchestrator's input data;
 - ``user_scratch``: context memory supplied by us in a separate allocation;
 - ``arena``: input, output and scratch in one allocation laid out like the orchestrator's arena;
-- ``orchestrator``: the k = 1 pipeline itself.
+- ``core_graph``: ``trt_data`` captured through cuda.core's GraphBuilder, as the orchestrator captures;
+- ``orchestrator``: the k = 1 pipeline itself, graph mode (the timed call is its compiled program: no
+  input copy), and ``orchestrator_eager``.
+Every variant is timed as a CUDA graph except ``orchestrator_eager``.
 
     python bench/gap.py --out bench/results/gap_fp16_b1.json     # on the device, after resnet50.py
 """
@@ -31,17 +34,30 @@ sys.path.insert(0, str(HERE))
 from resnet50 import EventTimer  # noqa: E402
 
 
-def capture(ctx, stream):
+def capture(ctx, stream, with_core: bool = False):
     from orchestrator.backends.cuda.driver import check, cu
 
     ctx.execute_async_v3(stream.address)
     stream.synchronize()
-    mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-    check(cu.cuStreamBeginCapture(stream.handle, mode), "cuStreamBeginCapture")
-    ctx.execute_async_v3(stream.address)
-    graph = check(cu.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
-    exe = check(cu.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
-    return lambda: check(cu.cuGraphLaunch(exe, stream.handle), "cuGraphLaunch")
+    if with_core:
+        from cuda import core
+
+        builder = core.Stream.from_handle(stream.address).create_graph_builder().begin_building()
+        ctx.execute_async_v3(int(builder.stream.handle))
+        builder.end_building()
+        graph = builder.complete()
+        exe = cu.CUgraphExec(int(graph.handle))
+    else:
+        mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        check(cu.cuStreamBeginCapture(stream.handle, mode), "cuStreamBeginCapture")
+        ctx.execute_async_v3(stream.address)
+        graph = check(cu.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
+        exe = check(cu.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+
+    def launch(keep=graph) -> None:
+        check(cu.cuGraphLaunch(exe, stream.handle), "cuGraphLaunch")
+
+    return launch
 
 
 def main() -> None:
@@ -94,16 +110,20 @@ def main() -> None:
         ctx.set_input_shape("x", shape)
         ctx.set_tensor_address("x", x)
         ctx.set_tensor_address("logits", y)
-        return capture(ctx, stream), (ctx, keep)
+        return capture(ctx, stream, with_core=kind == "core_graph"), (ctx, keep)
 
-    runners = {kind: make(kind) for kind in ("trt_zeros", "trt_data", "user_scratch", "arena")}
-    orch = Orchestrator(load_pipeline(folder / "pipeline.yaml"), device="cuda", graphs=True, cache_dir=args.cache)
-    for _ in range(3):
-        orch.run({"x": data})
+    runners = {kind: make(kind) for kind in ("trt_zeros", "trt_data", "user_scratch", "arena", "core_graph")}
     timers = {kind: EventTimer(stream.handle) for kind in runners}
-    timers["orchestrator"] = EventTimer(orch.backend.stream.handle)
-    calls = {kind: fn for kind, (fn, _) in runners.items()} | {"orchestrator": orch.executor._program}
+    calls = {kind: fn for kind, (fn, _) in runners.items()}
     result: dict = {"precision": args.precision, "batch": args.batch, "device": context.info.name, "runs": {}}
+    pipeline, orchestrators = load_pipeline(folder / "pipeline.yaml"), []
+    for kind, graphs in (("orchestrator", True), ("orchestrator_eager", False)):
+        orch = Orchestrator(pipeline, device="cuda", graphs=graphs, cache_dir=args.cache)
+        for _ in range(3):
+            orch.run({"x": data})
+        result[f"{kind}_engines_built"] = orch.backend.engine_cache.builds  # 0: TensorRT alone's engine
+        timers[kind], calls[kind] = EventTimer(orch.backend.stream.handle), orch.executor._program
+        orchestrators.append(orch)
     for round_ in (1, 2):
         for kind, fn in calls.items():
             result["runs"][f"{kind}_{round_}"] = timers[kind](fn, args.iters)

@@ -150,6 +150,8 @@ def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cach
     engine = EngineCache(cache, context.info).engine(info, profile)
     ctx = engine.create_execution_context()
     x, y = DeviceAllocation(4 * int(np.prod(shape))), DeviceAllocation(4 * batch * 1000)
+    data = bench_input(batch)["x"]  # the orchestrator's input: the floor computes on the same data
+    check(cu.cuMemcpyHtoD(x.address, data.ctypes.data, data.nbytes), "cuMemcpyHtoD")
     ctx.set_input_shape("x", shape)
     ctx.set_tensor_address("x", x.address)
     ctx.set_tensor_address("logits", y.address)
@@ -177,6 +179,7 @@ def time_orchestrator(pipeline, feeds: dict, modes: list[str], iters: int, cache
         start = time.perf_counter()
         orch = Orchestrator(pipeline, device="cuda", graphs={"eager": False, "graph": True}[mode], cache_dir=cache)
         result.setdefault("load_s", time.perf_counter() - start)  # the first load includes the engine builds
+        result.setdefault("engines_built", orch.backend.engine_cache.builds)  # 0: all from the cache
         for _ in range(3):  # warm-up and capture
             orch.run(feeds)
         arrays, dims = check_inputs(orch.pipeline, feeds)
@@ -187,14 +190,17 @@ def time_orchestrator(pipeline, feeds: dict, modes: list[str], iters: int, cache
     return result
 
 
+def bench_input(batch: int) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+
+
 def scenarios(args, model: Path) -> dict[str, tuple]:
     """name -> (pipeline, feeds) for every orchestrator configuration, snipped and verified on the CPU."""
     from orchestrator.pipeline.load import load_pipeline
     from orchestrator.snip import snip
 
-    rng = np.random.default_rng(0)
-    x = {"x": rng.standard_normal((args.batch, 3, 224, 224)).astype(np.float32)}
-    image = {"image": rng.integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)}
+    x = bench_input(args.batch)
+    image = {"image": np.random.default_rng(1).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)}
     layouts = ["hwc8", "linear"] if args.precision == "fp16" else ["linear"]
     result = {}
     for k, layout in [(k, layout) for k in args.pieces for layout in layouts if k > 1 or layout == "linear"]:
@@ -226,6 +232,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "orchestrator-bench")
     parser.add_argument("--smoke", action="store_true", help="no GPU: build everything and run once on the CPU")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--merge", action="store_true", help="keep the runs already in --out that this one "
+                        "does not measure again (to split one configuration over several calls)")
     args = parser.parse_args()
 
     import generate
@@ -249,6 +257,8 @@ def main() -> None:
             print(f"smoke: {name} ran on the CPU:", {k: v.shape for k, v in out.items()})
         return
     result: dict = {"precision": args.precision, "batch": args.batch, "iters": args.iters, "runs": {}}
+    if args.merge and args.out and args.out.exists():
+        result["runs"] = json.loads(args.out.read_text())["runs"]
 
     def record(name: str, measure) -> None:
         """Run one scenario; a failure is recorded and the others still run. Saved after each."""

@@ -229,7 +229,8 @@ class CudaBackend(Backend):
                                            self.stream.handle), "cuMemcpyHtoDAsync")
         for launch, arg, host in self._host_sites:
             launch.set(arg, self.host_values[host].item())
-        self.graph_key = (self._shape_key, tuple(self.host_values[h].item() for _, _, h in self._host_sites))
+        if self._graph_compiler is not None:  # only graph modes look it up
+            self.graph_key = (self._shape_key, tuple(self.host_values[h].item() for _, _, h in self._host_sites))
 
     def _bind_input(self, name: str, address: int) -> None:
         if self._bound_input.get(name, self.address[name]) != address:
