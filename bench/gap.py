@@ -67,7 +67,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/orchestrator-bench"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--sequence", action="store_true", help="TensorRT alone in a fresh process, then again "
+                        "after each thing the orchestrator does")
     args = parser.parse_args()
+    if args.sequence:
+        return sequence(args)
 
     from orchestrator import Orchestrator
     from orchestrator.backends.cuda import trt
@@ -132,6 +136,89 @@ def main() -> None:
                   f"GPU {timed['device']['median_ms']:.4f} ms", flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def gpu_state() -> str:
+    import subprocess
+
+    query = ["nvidia-smi", "--query-gpu=clocks.sm,temperature.gpu,power.draw", "--format=csv,noheader"]
+    return subprocess.run(query, capture_output=True, text=True).stdout.strip()
+
+
+def sequence(args) -> None:
+    """TensorRT alone (graph, real input) timed in a fresh process, then after each load-time and run-time
+    action of the orchestrator in turn: whatever slows it down shows at the step that introduces it."""
+    import time
+
+    from orchestrator import Orchestrator
+    from orchestrator.backends.cuda import trt
+    from orchestrator.backends.cuda.driver import Context, DeviceAllocation, Stream, check, cu
+    from orchestrator.backends.cuda.snippet import EngineCache
+    from orchestrator.pipeline.ir import SnippetInfo
+    from orchestrator.pipeline.load import load_pipeline
+    from orchestrator.pipeline.onnx_meta import read_ports
+
+    folder = args.cache / f"b{args.batch}_{args.precision}_k1_linear"
+    onnx_path, shape = folder / "piece0.onnx", (args.batch, 3, 224, 224)
+    profile = {"x": (shape, shape, shape)}
+    info = SnippetInfo("piece0", onnx_path, args.precision, 256 << 20, profile, *read_ports(onnx_path))
+    context, stream = Context(0), Stream()
+    engines = EngineCache(args.cache, context.info)
+    engine = engines.engine(info, profile)
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x, y = DeviceAllocation(data.nbytes), DeviceAllocation(4 * args.batch * 1000)
+    check(cu.cuMemcpyHtoD(x.address, data.ctypes.data, data.nbytes), "cuMemcpyHtoD")
+    ctx = engine.create_execution_context()
+    ctx.set_input_shape("x", shape)
+    ctx.set_tensor_address("x", x.address)
+    ctx.set_tensor_address("logits", y.address)
+    launch, timer = capture(ctx, stream), EventTimer(stream.handle)
+    steps: list[dict] = []
+    junk = DeviceAllocation(256 << 20)  # writing it evicts everything from the 50 MB L2
+
+    def flush_l2() -> None:
+        check(cu.cuMemsetD8Async(junk.address, 1, 256 << 20, stream.handle), "cuMemsetD8Async")
+
+    def measure(label: str, fn=None) -> None:
+        warm, cold = timer(fn or launch, args.iters), timer(fn or launch, args.iters, before=flush_l2)
+        steps.append({"after": label, "gpu_ms": warm["device"]["median_ms"], "gpu_cold_l2_ms":
+                      cold["device"]["median_ms"], "latency_ms": warm["latency"]["median_ms"],
+                      "gpu_state": gpu_state()})
+        print(f"{label:40} GPU {steps[-1]['gpu_ms']:.4f} ms (L2 flushed: {steps[-1]['gpu_cold_l2_ms']:.4f})  "
+              f"latency {steps[-1]['latency_ms']:.4f} ms  [{steps[-1]['gpu_state']}]", flush=True)
+
+    measure("fresh process")
+    measure("again")
+    time.sleep(3)
+    measure("3 s idle")
+    keep = [engines.engine(info, profile)]
+    measure("a second engine deserialized")
+    keep.append(trt.context_without_memory(keep[0]))
+    measure("a context without memory")
+    pipeline = load_pipeline(folder / "pipeline.yaml")
+    for graphs in (False, True):
+        orch = Orchestrator(pipeline, device="cuda", graphs=graphs, cache_dir=args.cache)
+        measure(f"orchestrator loaded (graphs={graphs})")
+        orch.run({"x": data})
+        measure(f"orchestrator ran once (graphs={graphs})")
+        for _ in range(3):
+            orch.run({"x": data})
+        measure(f"orchestrator ran 4 times (graphs={graphs})")
+        keep.append(orch)
+    for orch in keep[2:]:
+        orch.close()
+    measure("orchestrators closed")
+    for i in range(4):  # the same engine deserialized anew: its weights land elsewhere in memory
+        other = engines.engine(info, profile)
+        other_ctx = other.create_execution_context()
+        other_ctx.set_input_shape("x", shape)
+        other_ctx.set_tensor_address("x", x.address)
+        other_ctx.set_tensor_address("logits", y.address)
+        measure(f"engine instance {i + 2} (not the first)", capture(other_ctx, stream))
+        keep.append((other, other_ctx))
+    if args.out:
+        args.out.write_text(json.dumps({"precision": args.precision, "batch": args.batch, "sequence": steps},
+                                       indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ class EventTimer:
         self.check(self.cu.cuLaunchKernel(self.spin, 1, 1, 1, 1, 1, 1, 0, self.stream, self.spin_args.ctypes.data, 0),
                    "cuLaunchKernel(spin)")
 
-    def __call__(self, fn, iters: int, warmup: int = 30) -> dict[str, dict[str, float]]:
+    def __call__(self, fn, iters: int, warmup: int = 30, before=None) -> dict[str, dict[str, float]]:
+        """``before``: enqueued ahead of each timed call, untimed (e.g. an L2 flush)."""
         check, cu = self.check, self.cu
         for _ in range(warmup):
             fn()
@@ -108,6 +109,8 @@ class EventTimer:
             for _ in range(iters):
                 if kind == "device":
                     self._spin()
+                if before is not None:
+                    before()
                 check(cu.cuEventRecord(self.start, self.stream), "cuEventRecord")
                 fn()
                 check(cu.cuEventRecord(self.end, self.stream), "cuEventRecord")
