@@ -145,6 +145,18 @@ def gpu_state() -> str:
     return subprocess.run(query, capture_output=True, text=True).stdout.strip()
 
 
+def limits() -> dict[str, int]:
+    """Every context limit (stack size, persisting L2 set-aside...) the driver reports."""
+    from orchestrator.backends.cuda.driver import cu
+
+    values = {}
+    for limit in cu.CUlimit:
+        status, value = cu.cuCtxGetLimit(limit)
+        if status == cu.CUresult.CUDA_SUCCESS:
+            values[limit.name] = int(value)
+    return values
+
+
 def sequence(args) -> None:
     """TensorRT alone (graph, real input) timed in a fresh process, then after each load-time and run-time
     action of the orchestrator in turn: whatever slows it down shows at the step that introduces it."""
@@ -152,7 +164,14 @@ def sequence(args) -> None:
 
     from orchestrator import Orchestrator
     from orchestrator.backends.cuda import trt
-    from orchestrator.backends.cuda.driver import Context, DeviceAllocation, Stream, check, cu
+    from orchestrator.backends.cuda.driver import (
+        Context,
+        DeviceAllocation,
+        PinnedAllocation,
+        Stream,
+        check,
+        cu,
+    )
     from orchestrator.backends.cuda.snippet import EngineCache
     from orchestrator.pipeline.ir import SnippetInfo
     from orchestrator.pipeline.load import load_pipeline
@@ -179,43 +198,56 @@ def sequence(args) -> None:
     def flush_l2() -> None:
         check(cu.cuMemsetD8Async(junk.address, 1, 256 << 20, stream.handle), "cuMemsetD8Async")
 
-    def measure(label: str, fn=None) -> None:
-        warm, cold = timer(fn or launch, args.iters), timer(fn or launch, args.iters, before=flush_l2)
-        steps.append({"after": label, "gpu_ms": warm["device"]["median_ms"], "gpu_cold_l2_ms":
-                      cold["device"]["median_ms"], "latency_ms": warm["latency"]["median_ms"],
-                      "gpu_state": gpu_state()})
-        print(f"{label:40} GPU {steps[-1]['gpu_ms']:.4f} ms (L2 flushed: {steps[-1]['gpu_cold_l2_ms']:.4f})  "
-              f"latency {steps[-1]['latency_ms']:.4f} ms  [{steps[-1]['gpu_state']}]", flush=True)
+    def measure(label: str, orch=None) -> None:
+        warm, cold = timer(launch, args.iters), timer(launch, args.iters, before=flush_l2)
+        step = {"after": label, "gpu_ms": warm["device"]["median_ms"], "gpu_cold_l2_ms": cold["device"]["median_ms"],
+                "latency_ms": warm["latency"]["median_ms"], "gpu_state": gpu_state(), "limits": limits()}
+        if orch is not None:
+            timed = EventTimer(orch.backend.stream.handle)(orch.executor._program, args.iters)
+            step["orchestrator_gpu_ms"] = timed["device"]["median_ms"]
+        steps.append(step)
+        print(f"{label:44} GPU {step['gpu_ms']:.4f} ms (L2 flushed: {step['gpu_cold_l2_ms']:.4f})  "
+              f"orchestrator {step.get('orchestrator_gpu_ms', float('nan')):.4f}  [{step['gpu_state']}] "
+              f"{step['limits']}", flush=True)
 
     measure("fresh process")
     measure("again")
     time.sleep(3)
     measure("3 s idle")
-    keep = [engines.engine(info, profile)]
-    measure("a second engine deserialized")
-    keep.append(trt.context_without_memory(keep[0]))
-    measure("a context without memory")
-    pipeline = load_pipeline(folder / "pipeline.yaml")
-    for graphs in (False, True):
-        orch = Orchestrator(pipeline, device="cuda", graphs=graphs, cache_dir=args.cache)
-        measure(f"orchestrator loaded (graphs={graphs})")
+    initial = limits()
+    other = engines.engine(info, profile)  # a second instance of the engine, as the orchestrator loads it
+    scratch = DeviceAllocation(trt.scratch_bytes(other))
+    bare = trt.context_without_memory(other)
+    trt.set_scratch(bare, scratch.address, trt.scratch_bytes(other))
+    owned = other.create_execution_context()
+    for c in (bare, owned):
+        c.set_input_shape("x", shape)
+        c.set_tensor_address("x", x.address)
+        c.set_tensor_address("logits", y.address)
+    measure("second engine, two contexts created")
+    bare.execute_async_v3(stream.address)
+    stream.synchronize()
+    measure("context without memory enqueued once")
+    second = Stream()
+    owned.execute_async_v3(second.address)
+    second.synchronize()
+    measure("own-memory context enqueued on a 2nd stream")
+    pinned = PinnedAllocation(data.nbytes)
+    check(cu.cuMemcpyHtoDAsync(x.address, pinned.address, data.nbytes, stream.handle), "cuMemcpyHtoDAsync")
+    stream.synchronize()
+    check(cu.cuMemcpyHtoD(x.address, data.ctypes.data, data.nbytes), "cuMemcpyHtoD")
+    measure("pinned copy")
+    orch = Orchestrator(load_pipeline(folder / "pipeline.yaml"), device="cuda", graphs=True, cache_dir=args.cache)
+    for _ in range(4):
         orch.run({"x": data})
-        measure(f"orchestrator ran once (graphs={graphs})")
-        for _ in range(3):
-            orch.run({"x": data})
-        measure(f"orchestrator ran 4 times (graphs={graphs})")
-        keep.append(orch)
-    for orch in keep[2:]:
-        orch.close()
-    measure("orchestrators closed")
-    for i in range(4):  # the same engine deserialized anew: its weights land elsewhere in memory
-        other = engines.engine(info, profile)
-        other_ctx = other.create_execution_context()
-        other_ctx.set_input_shape("x", shape)
-        other_ctx.set_tensor_address("x", x.address)
-        other_ctx.set_tensor_address("logits", y.address)
-        measure(f"engine instance {i + 2} (not the first)", capture(other_ctx, stream))
-        keep.append((other, other_ctx))
+    measure("orchestrator (graphs) ran 4 times", orch=orch)
+    check(cu.cuCtxResetPersistingL2Cache(), "cuCtxResetPersistingL2Cache")
+    measure("persisting L2 lines reset", orch=orch)
+    for limit, value in initial.items():
+        if limits()[limit] != value:
+            check(cu.cuCtxSetLimit(getattr(cu.CUlimit, limit), value), f"cuCtxSetLimit({limit})")
+    measure("changed context limits set back", orch=orch)
+    steps.append({"limits_at_start": initial})
     if args.out:
         args.out.write_text(json.dumps({"precision": args.precision, "batch": args.batch, "sequence": steps},
                                        indent=2) + "\n")
