@@ -215,6 +215,11 @@ def sequence(args) -> None:
     time.sleep(3)
     measure("3 s idle")
     initial = limits()
+    other_stream = Stream()
+    check(cu.cuLaunchKernel(timer.spin, 1, 1, 1, 1, 1, 1, 0, other_stream.handle, timer.spin_args.ctypes.data, 0),
+          "cuLaunchKernel(spin)")
+    other_stream.synchronize()
+    measure("a plain kernel ran on a 2nd stream")
     other = engines.engine(info, profile)  # a second instance of the engine, as the orchestrator loads it
     scratch = DeviceAllocation(trt.scratch_bytes(other))
     bare = trt.context_without_memory(other)

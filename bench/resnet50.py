@@ -136,16 +136,15 @@ def record_modes(result: dict, mode: str, timed: dict) -> None:
     result[mode], result[f"{mode}_device"] = timed["latency"], timed["device"]
 
 
-def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cache: Path) -> dict:
+def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cache: Path, stream) -> dict:
     """The floor: the unsplit model as one engine, enqueued in a plain loop (and as a CUDA graph). Built
     with the same settings and timing cache as the snippets, so that both see the same tactics."""
-    from orchestrator.backends.cuda.driver import Context, DeviceAllocation, Stream, check, cu
+    from orchestrator.backends.cuda.driver import Context, DeviceAllocation, check, cu
     from orchestrator.backends.cuda.snippet import EngineCache
     from orchestrator.pipeline.ir import SnippetInfo
     from orchestrator.pipeline.onnx_meta import read_ports
 
     context = Context(0)
-    stream = Stream()
     shape = (batch, 3, 224, 224)
     profile = {"x": (shape, shape, shape)}
     # Named and configured as the k = 1 snippet, whose ONNX file is this one: both use one cached engine.
@@ -173,14 +172,15 @@ def tensorrt_alone(onnx_path: Path, precision: str, batch: int, iters: int, cach
     return result
 
 
-def time_orchestrator(pipeline, feeds: dict, modes: list[str], iters: int, cache: Path) -> dict:
+def time_orchestrator(pipeline, feeds: dict, modes: list[str], iters: int, cache: Path, stream) -> dict:
     from orchestrator import Orchestrator
     from orchestrator.inputs import check_inputs
 
     result = {}
     for mode in modes:
         start = time.perf_counter()
-        orch = Orchestrator(pipeline, device="cuda", graphs={"eager": False, "graph": True}[mode], cache_dir=cache)
+        orch = Orchestrator(pipeline, device="cuda", graphs={"eager": False, "graph": True}[mode], cache_dir=cache,
+                            stream=stream.address)
         result.setdefault("load_s", time.perf_counter() - start)  # the first load includes the engine builds
         result.setdefault("engines_built", orch.backend.engine_cache.builds)  # 0: all from the cache
         for _ in range(3):  # warm-up and capture
@@ -273,9 +273,17 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    record("tensorrt", lambda: tensorrt_alone(model, args.precision, args.batch, args.iters, args.cache))
+    from orchestrator.backends.cuda.driver import Context, Stream
+
+    Context(0)
+    # One stream for everything: once TensorRT has run on a second stream, every inference in the process
+    # (TensorRT alone's too) takes ~20 us longer on this H100 (bench/gap.py --sequence), so the floor and
+    # the orchestrator are compared on the stream they share.
+    stream = Stream()
+    record("tensorrt", lambda: tensorrt_alone(model, args.precision, args.batch, args.iters, args.cache, stream))
     for name, (pipeline, feeds) in configs.items():
-        record(name, lambda p=pipeline, f=feeds: time_orchestrator(p, f, args.modes, args.iters, args.cache))
+        record(name, lambda p=pipeline, f=feeds: time_orchestrator(p, f, args.modes, args.iters, args.cache,
+                                                                   stream))
 
 
 if __name__ == "__main__":
