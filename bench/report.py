@@ -11,6 +11,7 @@ targets and plotted; variants (earlier runs, other set-ups) are listed after it 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -197,7 +198,7 @@ def main(results: Path = RESULTS, out: Path = HERE.parent / "BENCHMARKS.md") -> 
     references = [r for r in runs if is_reference(r)]
     png = plot(references, results / "resnet50_latency_vs_pieces.png") if references else None
     if png:
-        lines += [f"![latency vs pieces]({png.relative_to(out.parent).as_posix()})", ""]
+        lines += [f"![latency vs pieces]({Path(os.path.relpath(png, out.parent)).as_posix()})", ""]
     out.write_text("\n".join(lines))
     print(f"wrote BENCHMARKS.md ({len(runs)} ResNet-50 runs)")
 
