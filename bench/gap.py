@@ -10,7 +10,6 @@ interleaved order (so that drift shows):
 - ``trt_data``: the same with the orchestrator's input data;
 - ``user_scratch``: context memory supplied by us in a separate allocation;
 - ``arena``: input, output and scratch in one allocation laid out like the orchestrator's arena;
-- ``core_graph``: ``trt_data`` captured through cuda.core's GraphBuilder, as the orchestrator captures;
 - ``orchestrator``: the k = 1 pipeline itself, graph mode (the timed call is its compiled program: no
   input copy), and ``orchestrator_eager``.
 Every variant is timed as a CUDA graph except ``orchestrator_eager``.
@@ -34,25 +33,16 @@ sys.path.insert(0, str(HERE))
 from resnet50 import EventTimer  # noqa: E402
 
 
-def capture(ctx, stream, with_core: bool = False):
+def capture(ctx, stream):
     from orchestrator.backends.cuda.driver import check, cu
 
     ctx.execute_async_v3(stream.address)
     stream.synchronize()
-    if with_core:
-        from cuda import core
-
-        builder = core.Stream.from_handle(stream.address).create_graph_builder().begin_building()
-        ctx.execute_async_v3(int(builder.stream.handle))
-        builder.end_building()
-        graph = builder.complete()
-        exe = cu.CUgraphExec(int(graph.handle))
-    else:
-        mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-        check(cu.cuStreamBeginCapture(stream.handle, mode), "cuStreamBeginCapture")
-        ctx.execute_async_v3(stream.address)
-        graph = check(cu.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
-        exe = check(cu.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+    mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+    check(cu.cuStreamBeginCapture(stream.handle, mode), "cuStreamBeginCapture")
+    ctx.execute_async_v3(stream.address)
+    graph = check(cu.cuStreamEndCapture(stream.handle), "cuStreamEndCapture")
+    exe = check(cu.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
 
     def launch(keep=graph) -> None:
         check(cu.cuGraphLaunch(exe, stream.handle), "cuGraphLaunch")
@@ -114,9 +104,9 @@ def main() -> None:
         ctx.set_input_shape("x", shape)
         ctx.set_tensor_address("x", x)
         ctx.set_tensor_address("logits", y)
-        return capture(ctx, stream, with_core=kind == "core_graph"), (ctx, keep)
+        return capture(ctx, stream), (ctx, keep)
 
-    runners = {kind: make(kind) for kind in ("trt_zeros", "trt_data", "user_scratch", "arena", "core_graph")}
+    runners = {kind: make(kind) for kind in ("trt_zeros", "trt_data", "user_scratch", "arena")}
     timers = {kind: EventTimer(stream.handle) for kind in runners}
     calls = {kind: fn for kind, (fn, _) in runners.items()}
     result: dict = {"precision": args.precision, "batch": args.batch, "device": context.info.name, "runs": {}}
