@@ -55,6 +55,11 @@ def is_reference(run: dict) -> bool:
     return run["file"] == f"resnet50_{config(run)}"
 
 
+def torch_run(run: dict, torch: dict | None) -> dict | None:
+    """PyTorch's figures for this run's configuration, shown beside reference runs only."""
+    return (torch or {}).get("runs", {}).get(config(run)) if is_reference(run) else None
+
+
 def resnet_rows(run: dict, torch: dict | None) -> list[str]:
     """Latency (what a caller waits for, host issue included) and, where measured, GPU time alone."""
     key = config(run)
@@ -62,6 +67,7 @@ def resnet_rows(run: dict, torch: dict | None) -> list[str]:
     if "error" in trt:
         return [f"| TensorRT alone | failed: {trt['error']} | | | | | |"]
     rows = [f"| TensorRT alone | {cells(trt)} | floor | floor | |"]
+    names = {name for _, _, name in variants(run)}
     for k, layout, name in variants(run):
         r, label = run["runs"][name], f"orchestrator, k = {k}" + ("" if layout == "linear" else f", {layout} cuts")
         if "error" in r:
@@ -72,11 +78,11 @@ def resnet_rows(run: dict, torch: dict | None) -> list[str]:
                   if "graph_device" in r and "graph_device" in trt else "–")
         target = TARGETS.get(k) if key == "fp16_b1" and is_reference(run) else None
         mark = "" if target is None else f"≤ {target:.0%}: {verdict(over <= target)}"
-        if target is not None and layout == "linear" and (k, "hwc8", f"{name}_hwc8") in variants(run):
+        if target is not None and layout == "linear" and f"{name}_hwc8" in names:
             mark = "unpinned cuts: shows the reformat cost; the target is judged on the hwc8 row"
         rows.append(f"| {label} | {cells(r)} | {over:+.1%} | {device} | {mark} |")
-    if torch and key in torch["runs"] and is_reference(run):
-        t = torch["runs"][key]
+    t = torch_run(run, torch)
+    if t:
         rows.append(f"| PyTorch (eager / CUDA graph) | {t['network_eager']['median_ms']:.3f} | "
                     f"{t['network_graph']['median_ms']:.3f} | | | | |")
     return rows
@@ -90,9 +96,10 @@ def pipeline_rows(run: dict, torch: dict | None) -> list[str]:
     rows = [f"| orchestrator | {cells(ours)} | {ours['memory']['arena_total_bytes'] / 2**20:.1f} MiB (arena) |"]
     if not is_reference(run):
         return rows
-    if torch and key in torch["runs"]:
-        t = torch["runs"][key]
-        rows.append(f"| PyTorch (eager / CUDA graph) | {t['pipeline_eager']['median_ms']:.3f} | {t['pipeline_graph']['median_ms']:.3f} | | "
+    t = torch_run(run, torch)
+    if t:
+        rows.append(f"| PyTorch (eager / CUDA graph) | {t['pipeline_eager']['median_ms']:.3f} | "
+                    f"{t['pipeline_graph']['median_ms']:.3f} | | "
                     f"{t['peak_activation_bytes'] / 2**20:.1f} MiB (peak activations) |")
         if key == "fp16_b1":
             speedup = t["pipeline_eager"]["median_ms"] / ours["graph"]["median_ms"]
@@ -115,7 +122,7 @@ def memory_rows(run: dict, torch: dict | None) -> list[str]:
             rows.append(f"| {name} | {m['naive_bytes'] / mib:.2f} | {m['arena_bytes'] / mib:.2f} | "
                         f"{m['lower_bound_bytes'] / mib:.2f} | {m['arena_over_lower_bound']:.3f} | "
                         f"{m['tensorrt_scratch_bytes'] / mib:.2f} | {m['arena_total_bytes'] / mib:.2f} |")
-    t = (torch or {}).get("runs", {}).get(config(run))
+    t = torch_run(run, torch)
     if t:
         rows.append(f"| PyTorch, full pipeline (peak allocated beyond weights) | | | | | | "
                     f"{t['peak_activation_bytes'] / mib:.2f} |")
