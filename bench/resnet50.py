@@ -204,9 +204,10 @@ def scenarios(args, model: Path) -> dict[str, tuple]:
 
     x = bench_input(args.batch)
     image = {"image": np.random.default_rng(1).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)}
-    layouts = ["hwc8", "linear"] if args.precision == "fp16" else ["linear"]
+    layouts = [layout for layout in args.layouts if args.precision == "fp16" or layout == "linear"]
     result = {}
-    for k, layout in [(k, layout) for k in args.pieces for layout in layouts if k > 1 or layout == "linear"]:
+    cuts = [(1, "linear")] + [(k, layout) for k in args.pieces if k > 1 for layout in layouts]  # k = 1 is always run
+    for k, layout in cuts:
         name = f"orchestrator_k{k}" + ("" if layout == "linear" else f"_{layout}")
         start = time.perf_counter()
         snipped = snip(model, args.cache / f"b{args.batch}_{args.precision}_k{k}_{layout}", pieces=k,
@@ -231,6 +232,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--pieces", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--modes", nargs="+", default=["eager", "graph"])
+    parser.add_argument("--layouts", nargs="+", default=["hwc8", "linear"], choices=["hwc8", "linear"],
+                        help="boundary formats for k > 1 (hwc8 at fp16 only; k = 1 has no boundary)")
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "orchestrator-bench")
     parser.add_argument("--smoke", action="store_true", help="no GPU: build everything and run once on the CPU")

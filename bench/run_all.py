@@ -50,16 +50,29 @@ def commands(out: Path, configs: list[str], torch_python: str | None) -> list[tu
     return runs
 
 
+def selected(runs: list[tuple[str, list[str], dict | None]], only: list[str] | None) -> list:
+    """The runs named in ``only`` (all when None); an unknown name is an error, not silently nothing."""
+    if only is None:
+        return runs
+    unknown = sorted(set(only) - {name for name, _, _ in runs})
+    if unknown:
+        sys.exit(f"run_all.py: --only: no benchmark named {', '.join(unknown)} "
+                 f"(known: {', '.join(name for name, _, _ in runs)})")
+    return [run for run in runs if run[0] in only]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="precision:batch, e.g. fp16:1")
     parser.add_argument("--torch-python", help="a Python with torch for the PyTorch baseline (skipped if not given)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run just these benchmarks (names as --dry-run "
+                        "prints them), e.g. to split the whole set over several sessions; the report covers all")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
-    for name, argv, env in commands(args.out, args.configs, args.torch_python):
+    for name, argv, env in selected(commands(args.out, args.configs, args.torch_python), args.only):
         print(f"== {name}: {' '.join(argv)}", flush=True)
         if not args.dry_run and subprocess.run(argv, env=env).returncode != 0:
             failed.append(name)

@@ -37,3 +37,13 @@ def test_dry_run_prints_the_commands(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--dry-run", "--out", str(tmp_path),
                            "--configs", "fp16:1"], capture_output=True, text=True, check=True)
     assert done.stdout.count("== ") == 7 and "resnet50.py --precision fp16 --batch 1" in done.stdout
+
+
+def test_only_runs_the_named_benchmarks_and_refuses_unknown_names(tmp_path):
+    module = load()
+    runs = module.commands(tmp_path, ["fp16:1"], "/opt/torch/bin/python3")
+    assert [name for name, _, _ in module.selected(runs, ["torch", "gap"])] == ["gap", "torch"]
+    assert module.selected(runs, None) == runs
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--dry-run", "--out", str(tmp_path),
+                           "--configs", "fp16:1", "--only", "gap", "resnet50_fp32_b1"], capture_output=True, text=True)
+    assert done.returncode != 0 and "no benchmark named resnet50_fp32_b1" in done.stderr
