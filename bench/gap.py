@@ -14,7 +14,7 @@ interleaved order (so that drift shows):
   input copy), and ``orchestrator_eager``.
 Every variant is timed as a CUDA graph except ``orchestrator_eager``.
 
-    python bench/gap.py --out bench/results/gap_fp16_b1.json     # on the device, after resnet50.py
+    python bench/gap.py --out bench/results/gap_fp16_b1.json     # on the device
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from resnet50 import EventTimer  # noqa: E402
+from resnet50 import EventTimer, resnet50_onnx, snip_model  # noqa: E402
+
+
+def k1_folder(args) -> Path:
+    """resnet50.py's k = 1 pipeline (the model as one snippet), made here if that script has not run."""
+    folder = args.cache / f"b{args.batch}_{args.precision}_k1_linear"
+    if not (folder / "pipeline.yaml").exists():
+        snip_model(resnet50_onnx(args.cache), args.cache, args.batch, args.precision, 1)
+    return folder
 
 
 def capture(ctx, stream):
@@ -71,7 +79,7 @@ def main() -> None:
     from orchestrator.pipeline.load import load_pipeline
     from orchestrator.pipeline.onnx_meta import read_ports
 
-    folder = args.cache / f"b{args.batch}_{args.precision}_k1_linear"
+    folder = k1_folder(args)
     onnx_path, shape = folder / "piece0.onnx", (args.batch, 3, 224, 224)
     profile = {"x": (shape, shape, shape)}
     info = SnippetInfo("piece0", onnx_path, args.precision, 256 << 20, profile, *read_ports(onnx_path))
@@ -167,7 +175,7 @@ def sequence(args) -> None:
     from orchestrator.pipeline.load import load_pipeline
     from orchestrator.pipeline.onnx_meta import read_ports
 
-    folder = args.cache / f"b{args.batch}_{args.precision}_k1_linear"
+    folder = k1_folder(args)
     onnx_path, shape = folder / "piece0.onnx", (args.batch, 3, 224, 224)
     profile = {"x": (shape, shape, shape)}
     info = SnippetInfo("piece0", onnx_path, args.precision, 256 << 20, profile, *read_ports(onnx_path))

@@ -197,10 +197,36 @@ def bench_input(batch: int) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)}
 
 
+def resnet50_onnx(cache: Path) -> Path:
+    """The benchmark's ResNet-50 (seeded weights) in ``cache``, and its weights as .npz for torch_baseline.py."""
+    import generate
+    import onnx
+
+    cache.mkdir(parents=True, exist_ok=True)
+    model = cache / "resnet50.onnx"
+    if not model.exists():
+        onnx.save(generate.resnet50_model(), str(model))
+    weights = model.with_suffix(".npz")  # for torch_baseline.py in an environment without onnx
+    if not weights.exists():
+        layers = conv_weights(model)
+        np.savez(weights, **{f"{k}{i}": a for i, (w, b) in enumerate(layers) for k, a in (("w", w), ("b", b))})
+    return model
+
+
+def snip_model(model: Path, cache: Path, batch: int, precision: str, k: int, layout: str = "linear"):
+    """``orchestrator snip`` of the model into k pieces (verified on the CPU), in a folder of its own."""
+    from orchestrator.snip import snip
+
+    snipped = snip(model, cache / f"b{batch}_{precision}_k{k}_{layout}", pieces=k, dims={"N": batch},
+                   precision=precision, boundary_format=layout)
+    if k == 1:  # the model itself (snip verified the copy equal): the very engine TensorRT alone runs
+        shutil.copyfile(model, snipped.pieces[0])
+    return snipped
+
+
 def scenarios(args, model: Path) -> dict[str, tuple]:
     """name -> (pipeline, feeds) for every orchestrator configuration, snipped and verified on the CPU."""
     from orchestrator.pipeline.load import load_pipeline
-    from orchestrator.snip import snip
 
     x = bench_input(args.batch)
     image = {"image": np.random.default_rng(1).integers(0, 256, (args.batch, 224, 224, 3), dtype=np.uint8)}
@@ -210,10 +236,7 @@ def scenarios(args, model: Path) -> dict[str, tuple]:
     for k, layout in cuts:
         name = f"orchestrator_k{k}" + ("" if layout == "linear" else f"_{layout}")
         start = time.perf_counter()
-        snipped = snip(model, args.cache / f"b{args.batch}_{args.precision}_k{k}_{layout}", pieces=k,
-                       dims={"N": args.batch}, precision=args.precision, boundary_format=layout)
-        if k == 1:  # the model itself (snip verified the copy equal): the very engine TensorRT alone runs
-            shutil.copyfile(model, snipped.pieces[0])
+        snipped = snip_model(model, args.cache, args.batch, args.precision, k, layout)
         result[name] = (load_pipeline(snipped.pipeline), x)
         print(f"{name}: cut at {[c[0] for c in snipped.boundaries]} ({time.perf_counter() - start:.1f} s)",
               flush=True)
@@ -242,19 +265,9 @@ def main() -> None:
                         "does not measure again (to split one configuration over several calls)")
     args = parser.parse_args()
 
-    import generate
-    import onnx
-
     from orchestrator import Orchestrator
 
-    args.cache.mkdir(parents=True, exist_ok=True)
-    model = args.cache / "resnet50.onnx"
-    if not model.exists():
-        onnx.save(generate.resnet50_model(), str(model))
-    weights = model.with_suffix(".npz")  # for torch_baseline.py in an environment without onnx
-    if not weights.exists():
-        layers = conv_weights(model)
-        np.savez(weights, **{f"{k}{i}": a for i, (w, b) in enumerate(layers) for k, a in (("w", w), ("b", b))})
+    model = resnet50_onnx(args.cache)
     args.pieces = [1, *dict.fromkeys(k for k in args.pieces if k != 1)]  # the full pipeline uses k = 1's engine
     configs = scenarios(args, model)
     if args.smoke:
