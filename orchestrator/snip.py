@@ -280,9 +280,9 @@ def verify(model_path: Path, pipeline_path: Path, tolerance: float = 1e-4) -> fl
         pipeline = load_pipeline(pipeline_path)
     except ConfigError as exc:
         raise SnipError(f"the written pipeline does not validate: {exc.problems[0]}") from None
-    sized = ", ".join(f"{d}={b.opt}" for d, b in pipeline.dims.items())
-    rng = np.random.default_rng(0)
     dims = {d: b.opt for d, b in pipeline.dims.items()}
+    sized = ", ".join(f"{d}={size}" for d, size in dims.items())
+    rng = np.random.default_rng(0)
     feeds = {}
     for name, info in pipeline.inputs.items():
         shape = tuple(dims.get(d, d) if isinstance(d, str) else d for d in info.shape)
