@@ -34,7 +34,7 @@ from .ir import (
     TensorInfo,
     WhileBlock,
 )
-from .onnx_meta import OnnxReadError, read_ports
+from .onnx_meta import OnnxReadError, onnx_op_types_and_nodes, read_ports
 from .references import ReferenceLoadError, load_reference
 from .schema import (
     IfStep,
@@ -174,7 +174,25 @@ class Validator:
                     continue
                 profile[port] = (tuple(bounds.min), tuple(bounds.opt), tuple(bounds.max))
         formats = self.formats(path, spec, onnx_path.name, {**inputs, **outputs})
-        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats)
+        self.precision_options(path, spec, onnx_path)
+        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats,
+                           spec.precision_path, tuple(spec.keep_fp32))
+
+    def precision_options(self, path: YamlPath, spec: SnippetSpec, onnx_path: Path) -> None:
+        if spec.precision == "fp32":
+            for key in ("precision_path", "keep_fp32"):
+                if key in spec.model_fields_set:
+                    self.error(path + (key,), f"'{key}' applies to fp16/bf16 snippets (this one is fp32)", key=True)
+            return
+        if spec.keep_fp32 and spec.precision_path == "flags":
+            self.error(path + ("keep_fp32",), "keep_fp32 needs the converted precision path (precision_path: "
+                                              "converted or auto); builder flags choose precision per layer")
+        if spec.keep_fp32:
+            ops, nodes = onnx_op_types_and_nodes(onnx_path)
+            for i, entry in enumerate(spec.keep_fp32):
+                if entry not in ops and entry not in nodes:
+                    self.error(path + ("keep_fp32", i), f"{onnx_path.name} has no op type or node named "
+                                                        f"'{entry}'{did_you_mean(entry, sorted(ops | nodes))}")
 
     def formats(self, path: YamlPath, spec: SnippetSpec, onnx_name: str, ports: dict) -> dict[str, str]:
         result = {}
