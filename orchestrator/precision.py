@@ -60,6 +60,7 @@ def convert(onnx_bytes: bytes, conversion: Conversion, *, name: str = "model") -
     keep_ops = [k for k in conversion.keep_fp32 if k in op_types]
     keep_nodes = [k for k in conversion.keep_fp32 if k not in op_types]
     block_ops = {*float16.DEFAULT_OP_BLOCK_LIST, *keep_ops}
+    _separate_kept_outputs(model.graph, lambda n: n.op_type in block_ops or n.name in keep_nodes)
     try:
         with warnings.catch_warnings():  # one warning per weight clipped to the fp16 range: noise
             warnings.simplefilter("ignore")
@@ -94,6 +95,23 @@ def _name_nodes(graph) -> None:
             taken.add(node.name)
 
 
+def _separate_kept_outputs(graph, keeps_fp32) -> None:
+    """A graph output written by a node kept in float32 trips the converter's cast clean-up ("the
+    downstream node of the second cast node should be graph output"): such an output gets an Identity of
+    its own, which the converter handles like any fp16 node."""
+    from onnx import helper
+
+    outputs = {o.name for o in graph.output}
+    for node in list(graph.node):
+        for i, name in enumerate(node.output):
+            if name in outputs and keeps_fp32(node):
+                inner = f"{name}__kept_fp32"
+                node.output[i] = inner
+                for reader in graph.node:
+                    reader.input[:] = [inner if x == name else x for x in reader.input]
+                graph.node.append(helper.make_node("Identity", [inner], [name], name=f"{name}__output"))
+
+
 def _read_fp16_outputs_inside(graph, keeps_fp32) -> None:
     """A graph output that later nodes also read is cast to float32 for the output by the converter, but
     its readers still name it: let the float16 readers read the float16 value before the cast."""
@@ -121,7 +139,8 @@ def _store_ports_as_fp16(graph, ports: Iterable[str]) -> None:
             value.type.tensor_type.elem_type = TensorProto.FLOAT16
             producer = next(n for n in graph.node if value.name in n.output)
             if producer.op_type == "Cast":  # the converter's cast back to float32: cast to float16 instead
-                producer.attribute[:] = [helper.make_attribute("to", TensorProto.FLOAT16)]
+                del producer.attribute[:]
+                producer.attribute.append(helper.make_attribute("to", TensorProto.FLOAT16))
             else:  # a node kept in float32 writes the output
                 inner = f"{value.name}__fp32"
                 producer.output[:] = [inner if o == value.name else o for o in producer.output]

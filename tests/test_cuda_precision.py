@@ -43,17 +43,27 @@ def matting_inputs(seed: int):
             "trimap": rng.integers(0, 256, (1, 160, 224), dtype=np.uint8)}
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("precision-cache")
+
+
+def converted_models(cache) -> set[str]:
+    return {p.name for p in (cache / "converted").glob("*.onnx")}
+
+
 @pytest.mark.parametrize("options", ["precision_path: flags", "precision_path: converted",
                                      "keep_fp32: [Relu]"])
-def test_fp16_paths_match_the_reference(tmp_path, options):
+def test_fp16_paths_match_the_reference(tmp_path, cache, options):
     path = matting(tmp_path, options)
-    gpu = Orchestrator.from_yaml(path, device="cuda", cache_dir=tmp_path / "cache")
+    before = converted_models(cache)
+    gpu = Orchestrator.from_yaml(path, device="cuda", cache_dir=cache)
     cpu = Orchestrator.from_yaml(path, device="cpu")
     for seed in range(2):
         x = matting_inputs(seed)
         assert rel_l2(gpu.run(x)["alpha"], cpu.run(x)["alpha"]) <= FP16
-    converted = list((tmp_path / "cache" / "converted").glob("*.onnx"))
-    assert len(converted) == (0 if "flags" in options else 2)  # one converted model per snippet, cached
+    made = converted_models(cache) - before  # one converted model per snippet, kept in the cache
+    assert len(made) == (0 if "flags" in options else 2), made
     gpu.close()
 
 
@@ -81,14 +91,19 @@ def test_hwc8_boundaries_on_the_converted_path(tmp_path, mode):
     gpu.close()
 
 
-def test_timing_caches_merge_the_entries_of_both(tmp_path):
+def test_timing_caches_merge_the_entries_of_both(workdir):
+    from conftest import write
+
     from orchestrator.backends.cuda import trt
 
-    first, second = tmp_path / "a", tmp_path / "b"
-    for folder, options in ((first, "precision_path: flags"), (second, "precision_path: converted")):
-        folder.mkdir()
-        Orchestrator.from_yaml(matting(folder, options), device="cuda", cache_dir=folder / "cache").close()
-    a, b = (next((f / "cache" / "timing").glob("*.cache")).read_bytes() for f in (first, second))
-    merged = trt.merge_timing_caches(a, b)
-    assert len(merged) > max(len(a), len(b))
-    assert trt.merge_timing_caches(a, None) == a
+    caches = []
+    for snippet, port in (("relu", "x"), ("add", "a")):
+        extra = "  b: {dtype: float32, shape: [N, 4]}\n" if snippet == "add" else ""
+        out = "c" if snippet == "add" else "y"
+        path = write(workdir, f"inputs:\n  {port}: {{dtype: float32, shape: [N, 4]}}\n{extra}outputs: [{out}]\n"
+                              f"snippets:\n  s: {{onnx: {snippet}.onnx}}\nsteps:\n  - snippet: s\n", f"{snippet}.yaml")
+        Orchestrator.from_yaml(path, device="cuda", cache_dir=workdir / snippet).close()
+        caches.append(next((workdir / snippet / "timing").glob("*.cache")).read_bytes())
+    merged = trt.merge_timing_caches(*caches)
+    assert len(merged) >= max(len(c) for c in caches)
+    assert trt.merge_timing_caches(merged, caches[0]) and trt.merge_timing_caches(caches[0], None) == caches[0]

@@ -264,3 +264,18 @@ def test_precision_options_reach_the_snippet(workdir):
         snippet="{onnx: relu.onnx, precision: fp16, precision_path: converted, keep_fp32: [Relu]}"))
     info = load_pipeline(path).snippets["relu"]
     assert (info.precision_path, info.keep_fp32) == ("converted", ("Relu",))
+
+
+@pytest.mark.parametrize(("keep", "fp16_ports"), [((), ("skip",)), (("Relu",), ()), (("Relu",), ("skip", "feats")),
+                                                  (("Conv",), ("x",))])
+def test_kept_ops_and_fp16_ports_on_an_encoder_with_two_outputs(keep, fp16_ports):
+    """matting_encoder: 'skip' is an output that the next conv also reads; Relu writes both outputs."""
+    original = (ROOT / "snippets" / "matting_encoder.onnx").read_bytes()
+    converted = convert(original, Conversion("fp16", keep_fp32=keep, fp16_ports=fp16_ports))
+    onnx.checker.check_model(onnx.load_from_string(converted))
+    types = io_types(converted)
+    assert {n for n, t in types.items() if t == FP16} == set(fp16_ports)
+    x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
+    feeds = {"x": x.astype(np.float16) if "x" in fp16_ports else x}
+    for want, got in zip(run(original, {"x": x}), run(converted, feeds), strict=True):
+        assert np.abs(got.astype(np.float32) - want).max() <= 1e-2 * np.abs(want).max()
