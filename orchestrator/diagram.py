@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .pipeline.ir import Condition, IfBlock, Node, Pipeline, SnippetCall, SwitchBlock, WhileBlock
+from .pipeline.ir import Condition, IfBlock, KernelCall, Node, Pipeline, SnippetCall, SwitchBlock, WhileBlock
 
 
 @dataclass
@@ -96,7 +96,8 @@ class _Builder:
         box = f"step_{node.id}"
         kind, target = ("snippet", node.snippet) if isinstance(node, SnippetCall) else ("kernel", node.kernel)
         self._box(box, [node.name, kind if target == node.name else f"{kind} {target}"], "step", cluster)
-        for tensor in dict.fromkeys(node.reads):
+        hosts = [s.host_input for s in node.scalars.values() if s.host_input] if isinstance(node, KernelCall) else []
+        for tensor in dict.fromkeys([*node.reads, *hosts]):
             self._reads(tensor, box)
         for tensor in node.writes:
             self.producers[tensor] = [box]
@@ -147,6 +148,7 @@ class _Builder:
             label = self._tensor_lines(tensor)
         for src in self.producers.get(tensor, []):
             self.diagram.edges.append(Edge(src, dst, label))
+            label = [tensor]  # the full label once per tensor is enough
 
     def _tensor_lines(self, tensor: str) -> list[str]:
         info = self.pipeline.tensors.get(tensor)
