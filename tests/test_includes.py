@@ -29,8 +29,7 @@ SOURCE = """\
 #include "mine.cuh"
 extern "C" __global__ void scale(const float* src, float* dst, float factor, int count) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
-  half_t h = from_float<half_t>(src[i]);
-  if (i < count) dst[i] = to_float(h) * factor * MY_ONE;
+  if (i < count) dst[i] = to_float(from_float<half_t>(src[i])) * factor * MY_ONE;
 }
 """
 
