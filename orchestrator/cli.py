@@ -78,9 +78,12 @@ def _inputs(args: argparse.Namespace, pipeline) -> dict[str, np.ndarray]:
 
     settings = host_settings(pipeline, args.set)  # checked before any work
     if args.inputs == "random":
-        inputs, dims = random_inputs(pipeline, args.seed)
+        seed = args.seed or 0
+        inputs, dims = random_inputs(pipeline, seed)
         chosen = ", ".join(f"{k}={v}" for k, v in dims.items())
-        print(f"random inputs (seed {args.seed}{'; ' + chosen if chosen else ''})")
+        print(f"random inputs (seed {seed}{'; ' + chosen if chosen else ''})")
+    elif args.seed is not None:
+        raise OrchestratorError("--seed applies to --inputs random only")
     else:
         inputs = _load_inputs(args.inputs)
     inputs.update(settings)
@@ -326,7 +329,7 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inputs", required=True, metavar="FILE.npz|random",
                    help="an .npz file with one array per input, or 'random': seeded random inputs with every "
                         "dimension within its bounds")
-    p.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
+    p.add_argument("--seed", type=int, help="seed of --inputs random (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a host scalar input (repeatable; overrides --inputs)")
 

@@ -125,7 +125,6 @@ class DebugReport:
             lines.append(self.isolated)
         return "\n".join(lines)
 
-
     def _decision_rows(self, position: int) -> list[str]:
         """The branch decisions made after ``position`` recorded steps, as table rows."""
         return [f"{'':>3} {name[:24]:24} {kind:8} {'':>8}  -> {taken}"

@@ -33,4 +33,5 @@ def test_fresh_machine_path_is_two_commands_and_ci_runs_the_second():
 
 def test_the_readme_diagram_is_what_graph_draws():
     drawn = diagram.mermaid(diagram.build(load_pipeline(ROOT / "pipelines/cascade.yaml")))
-    assert fenced("## Seeing a pipeline", "mermaid") == drawn
+    assert fenced("## Seeing a pipeline", "mermaid") == drawn, \
+        "README's diagram is stale: paste in `orchestrator graph pipelines/cascade.yaml --mermaid`"

@@ -126,3 +126,6 @@ def test_cli_runs_examples_on_random_inputs_and_set_overrides(capsys):
     assert main(["run", str(ROOT / "pipelines/cascade.yaml"), "--inputs", str(ROOT / "pipelines/inputs/cascade.npz"),
                  "--set", "threshold=0", "--device", "cpu"]) == 0
     assert "if 'escalate': took else" in capsys.readouterr().out
+    assert main(["run", str(ROOT / "pipelines/cascade.yaml"), "--inputs", str(ROOT / "pipelines/inputs/cascade.npz"),
+                 "--seed", "4", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == "error: --seed applies to --inputs random only\n"
