@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import ConfigError, Problem
+from ..kernels import includes
 from . import shapes
 from .conditions import parse_condition
 from .constants import ConstantLoadError, load_constant
@@ -246,14 +247,24 @@ class Validator:
             except ReferenceLoadError as exc:
                 self.error(path + ("reference",), str(exc))
         self.kernel_symbols(spec, path)
+        folders, options = self.kernel_includes(spec, base, path)
         if len(self.problems) > before and any(p.severity == "error" for p in self.problems[before:]):
             return None
         args = tuple(KernelArgInfo(a.name, a.kind, a.dtype, None if a.shape is None else tuple(a.shape), a.value)
                      for a in spec.args)
-        include_dirs = (source_path.parent,) if source_path else (base,)
+        include_dirs = includes.include_dirs(source_path.parent if source_path else base, folders)
         where = self.smap.locate(path + (("source",) if spec.source is not None else ("code",)))
         return KernelInfo(name, source, source_path, include_dirs, spec.entry, tuple(spec.template_args),
-                          dict(spec.defines), tuple(spec.options), args, spec.launch, ref_path, ref_func, where)
+                          dict(spec.defines), tuple(options), args, spec.launch, ref_path, ref_func, where)
+
+    def kernel_includes(self, spec: KernelSpec, base: Path, path: YamlPath) -> tuple[list[Path], list[str]]:
+        """-I folders from the options, resolved from the kernel description's folder (must exist)."""
+        folders, options, where = includes.split_include_options(spec.options, base)
+        for folder, index in zip(folders, where, strict=True):
+            if not folder.is_dir():
+                self.error(path + ("options", index), f"include folder not found: {display_name(folder)} "
+                                                      f"(relative -I paths are resolved from {display_name(base)}/)")
+        return folders, options
 
     def kernel_symbols(self, spec: KernelSpec, path: YamlPath) -> None:
         """Every symbol in out shapes, scalar values and the grid must be bound by an 'in' pattern."""
