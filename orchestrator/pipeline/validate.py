@@ -46,9 +46,10 @@ from .schema import (
     SwitchStep,
     WhileStep,
 )
-from .source import SourceMap, YamlPath, display_name
+from .source import FileReadError, SourceMap, YamlPath, display_name, read_text
 
 Scope = dict[str, TensorInfo]
+_CODE_NOISE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"', re.S)  # comments and string literals
 UNKNOWN = "?"  # dtype of a tensor whose producer failed validation: checks against it are skipped
 
 
@@ -147,7 +148,7 @@ class Validator:
     def snippet(self, name: str, spec: SnippetSpec) -> SnippetInfo | None:
         path = ("snippets", name)
         onnx_path = (self.base / spec.onnx).resolve()
-        if not onnx_path.is_file():
+        if not onnx_path.exists():
             self.error(path + ("onnx",), f"ONNX file not found: {display_name(onnx_path)} "
                                          f"(paths are relative to {display_name(self.base)}/)")
             return None
@@ -208,19 +209,24 @@ class Validator:
     def kernel(self, name: str, spec: KernelSpec, base: Path) -> KernelInfo | None:
         path = ("kernels", name)
         before = len(self.problems)
-        source_path, source = None, spec.code or ""
+        source_path, source = None, spec.code
         if spec.source is not None:
             source_path = (base / spec.source).resolve()
-            try:
-                source = source_path.read_text(encoding="utf-8")
-            except OSError:
+            if not source_path.exists():
                 self.error(path + ("source",), f"kernel source not found: {display_name(source_path)} "
                                                f"(paths are relative to {display_name(base)}/)")
-        if source and not re.search(rf"\b{re.escape(spec.entry)}\b", source):
-            self.error(path + ("entry",), f"entry point '{spec.entry}' does not appear in the kernel source")
+                source = None
+            else:
+                try:
+                    source = read_text(source_path)
+                except FileReadError as exc:
+                    self.error(path + ("source",), str(exc))
+                    source = None
+        if source is not None:
+            self.kernel_entry(spec, source, path + (("source",) if spec.source is not None else ("code",)))
         ref_file, _, ref_func = spec.reference.rpartition(":")
         ref_path = (base / ref_file).resolve()
-        if not ref_path.is_file():
+        if not ref_path.exists():
             self.error(path + ("reference",), f"reference file not found: {display_name(ref_path)}")
         else:
             try:
@@ -234,8 +240,19 @@ class Validator:
                      for a in spec.args)
         include_dirs = (source_path.parent,) if source_path else (base,)
         where = self.smap.locate(path + (("source",) if spec.source is not None else ("code",)))
-        return KernelInfo(name, source, source_path, include_dirs, spec.entry, tuple(spec.template_args),
+        return KernelInfo(name, source or "", source_path, include_dirs, spec.entry, tuple(spec.template_args),
                           dict(spec.defines), tuple(spec.options), args, spec.launch, ref_path, ref_func, where)
+
+    def kernel_entry(self, spec: KernelSpec, source: str, where: YamlPath) -> None:
+        """The source has code, and the entry point appears in it outside comments and strings."""
+        code = _CODE_NOISE.sub(" ", source)
+        if not code.strip():
+            self.error(where, "the kernel source is empty (or only comments)")
+        elif not re.search(rf"\b{re.escape(spec.entry)}\b", code):
+            where = where[:-1] + ("entry",)
+            in_comment = re.search(rf"\b{re.escape(spec.entry)}\b", source) is not None
+            self.error(where, f"entry point '{spec.entry}' does not appear in the kernel source"
+                              + (" (only in a comment or string)" if in_comment else ""))
 
     def kernel_symbols(self, spec: KernelSpec, path: YamlPath) -> None:
         """Every symbol in out shapes, scalar values and the grid must be bound by an 'in' pattern."""
