@@ -151,6 +151,10 @@ def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:
 
 
 def _check_bounds(pipeline: Pipeline, env: dict[str, int]) -> None:
+    empty = [f"{dim} = {value}" for dim, value in env.items() if isinstance(value, int) and value < 1]
+    if empty:  # shape rules are proven total for symbols >= 1 only
+        raise InputError(f"dimension {', '.join(empty)}: symbolic dimensions must be at least 1 "
+                         f"(an input has an empty dimension)")
     for dim, bounds in pipeline.dims.items():
         value = env.get(dim)
         if value is not None and not bounds.min <= value <= bounds.max:

@@ -19,6 +19,10 @@ def bind_symbols(kernel: KernelInfo, in_shapes: Mapping[str, tuple[int, ...]]) -
             if mismatch:
                 raise ExecutionError(f"kernel '{kernel.name}': argument '{arg.name}' of shape "
                                      f"{list(in_shapes[arg.name])}: {mismatch}")
+    empty = [f"{sym} = {value}" for sym, value in env.items() if isinstance(value, int) and value < 1]
+    if empty:  # shape rules are proven total for symbols >= 1 only
+        raise ExecutionError(f"kernel '{kernel.name}': {', '.join(empty)}: a kernel's symbolic dimensions "
+                             f"must be at least 1 (its inputs have an empty dimension)")
     return env  # type: ignore[return-value]
 
 

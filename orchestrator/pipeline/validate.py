@@ -391,7 +391,7 @@ class Validator:
                 expected = dtype if layout == "linear" else f"{dtype} {layout}"
                 self.error(where, f"tensor '{tensor}' is {t.kind} but input '{port}' of {onnx_name} "
                                   f"expects {expected}{hint}")
-            mismatch = shapes.unify(spec.shape, t.shape, env)
+            mismatch = shapes.unify(spec.shape, t.shape, env) or self.fixed_dims(spec.shape, t.shape)
             if mismatch:
                 self.error(where, f"tensor '{tensor}' has shape {shapes.format_shape(t.shape)}; input "
                                   f"'{port}' of {onnx_name}: {mismatch}")
@@ -404,6 +404,21 @@ class Validator:
             self.define(tensor, dtype, shape, where, scope, layout)
             outputs[port] = tensor
         return SnippetCall(step_id, name, path, step.snippet, inputs, outputs)
+
+    def fixed_dims(self, pattern, actual) -> str | None:
+        """A fixed size in ``pattern`` (an ONNX model exported with batch 1) facing a symbolic size that the
+        pipeline's dims let take other values."""
+        bounds = {name: (b.min, b.max) for name, b in self.spec.dims.items()}
+        for axis, (want, got) in enumerate(zip(pattern, actual, strict=False)):
+            if not isinstance(want, int) or isinstance(got, int):
+                continue
+            span = shapes.value_range(got, bounds)
+            if span is not None and span != (want, want):
+                free = sorted(shapes.symbols(got))
+                dims = ", ".join(f"dims.{n}: {bounds[n][0]}..{bounds[n][1]}" for n in free)
+                return (f"dimension {axis} is fixed at {want}, but '{got}' ranges over {_span(span)} ({dims}); "
+                        f"export the model with a dynamic dimension there, or narrow the dims")
+        return None
 
     @staticmethod
     def output_dim(dim: shapes.Dim, env: dict, fresh: str) -> shapes.Dim:
@@ -467,7 +482,7 @@ class Validator:
             self.error(where, f"tensor '{bound}' is {t.dtype} but argument '{arg.name}' of kernel "
                               f"'{step.kernel}' expects {arg.dtype}")
         if arg.shape is not None:
-            mismatch = shapes.unify(arg.shape, t.shape, env)
+            mismatch = shapes.unify(arg.shape, t.shape, env) or self.fixed_dims(arg.shape, t.shape)
             if mismatch:
                 self.error(where, f"tensor '{bound}' has shape {shapes.format_shape(t.shape)}; argument "
                                   f"'{arg.name}' of kernel '{step.kernel}': {mismatch}")
@@ -667,6 +682,11 @@ class Validator:
         for name in self.spec.dims:
             if not any(name in shapes.symbols(d) for t in self.spec.inputs.values() for d in t.shape):
                 self.warn(("dims", name), f"dimension '{name}' is not used by any input shape")
+
+
+def _span(span: tuple[float, float]) -> str:
+    low, high = (int(v) if v == int(v) else v for v in span) if all(map(np.isfinite, span)) else span
+    return f"{low}..{high}"
 
 
 def _provably_different(a, b) -> bool:
