@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -37,24 +37,33 @@ class FileReadError(ValueError):
         self.line, self.column = line, column
 
 
-def read_bytes(path: Path, limit: int) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes. FIFOs and devices (also behind symlinks,
+def open_regular(path: Path, limit: int) -> BinaryIO:
+    """Open a regular file of at most ``limit`` bytes for reading. FIFOs and devices (also behind symlinks,
     e.g. to /dev/zero) are refused by name instead of blocking or reading forever."""
     name = display_name(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     except OSError as exc:
         raise FileReadError(f"cannot read {name}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        mode, size = os.fstat(fd).st_mode, os.fstat(fd).st_size
-        if not stat.S_ISREG(mode):
-            kind = next((k for test, k in _KINDS if test(mode)), "special file")
-            raise FileReadError(f"{name} is a {kind}, not a regular file")
-        if size > limit:
-            raise FileReadError(f"{name} is {size:,} bytes; the limit for this kind of file is {limit:,}")
-        data = f.read(limit + 1)
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((k for test, k in _KINDS if test(info.st_mode)), "special file")
+        problem = f"{name} is a {kind}, not a regular file"
+    elif info.st_size > limit:
+        problem = f"{name} is {info.st_size:,} bytes; the limit for this kind of file is {limit:,}"
+    if problem:
+        os.close(fd)
+        raise FileReadError(problem)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (see ``open_regular``)."""
+    with open_regular(path, limit) as f:
+        data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
     if len(data) > limit:
-        raise FileReadError(f"{name} grew beyond {limit:,} bytes while being read")
+        raise FileReadError(f"{display_name(path)} grew beyond {limit:,} bytes while being read")
     return data
 
 
