@@ -58,6 +58,10 @@ def _compile_all(pipeline, arch: str) -> bool:
         except CompileError as exc:
             print(f"{kernel.location}: {exc}", file=sys.stderr)
             ok = False
+        except ConfigError as exc:  # the description does not match the CUDA function
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            ok = False
     return ok
 
 
