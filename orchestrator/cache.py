@@ -37,6 +37,8 @@ def cache_dir(override: str | Path | None = None) -> Path:
         from platformdirs import user_cache_dir
 
         path, origin = Path(user_cache_dir("orchestrator")), "the user cache directory"
+    if path.exists() and not path.is_dir():
+        raise CacheError(_unusable(path, origin, "it is a file, not a directory"))
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

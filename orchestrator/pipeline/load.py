@@ -98,6 +98,9 @@ def _is_union_member(part: Any) -> bool:
 
 
 def _problem(path: YamlPath, errs: list[dict[str, Any]], smap: SourceMap) -> Problem:
+    ours = [e for e in errs if e["type"] in ("value_error", "assertion_error")]
+    if ours:  # a union member that matched the type but failed our own check: that check's message says why
+        errs = ours
     err = errs[0]
     kind, given = err["type"], err.get("input")
     if kind == "extra_forbidden":

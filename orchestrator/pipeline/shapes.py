@@ -97,6 +97,8 @@ def _range(node: ast.expr, bounds: Mapping[str, tuple[int, int]], default: Inter
     if isinstance(node, ast.Call):
         parts = [_range(a, bounds, default) for a in node.args]
         if node.func.id == "cdiv":  # type: ignore[union-attr]
+            if parts[1][0] < 1:
+                return (-math.inf, math.inf)  # a possibly-zero divisor: check_total refuses it
             neg = _floordiv((-parts[0][1], -parts[0][0]), parts[1])
             return (-neg[1], -neg[0])
         pick = min if node.func.id == "min" else max  # type: ignore[union-attr]

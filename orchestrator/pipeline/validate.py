@@ -242,7 +242,7 @@ class Validator:
         where = self.smap.locate(path + (("source",) if spec.source is not None else ("code",)))
         return KernelInfo(name, source or "", source_path, include_dirs, spec.entry, tuple(spec.template_args),
                           dict(spec.defines), tuple(spec.options), args, spec.launch, ref_path, ref_func, where,
-                          self.smap.locate(path + ("args",)),
+                          self.smap.locate(path + ("args",), key=True),
                           tuple(self.smap.locate(path + ("args", i)) for i in range(len(spec.args))))
 
     def kernel_entry(self, spec: KernelSpec, source: str, where: YamlPath) -> None:
