@@ -100,7 +100,7 @@ def read(path: Path) -> bytes | None:
         return None
     data = raw[_HEADER:]
     if raw[:len(_MAGIC)] != _MAGIC or raw[len(_MAGIC):_HEADER] != _checksum(path, data):
-        log.warning("orchestrator: cache entry %s is corrupt (checksum mismatch: truncated, overwritten or "
-                    "from another version); rebuilding it", path)
+        log.warning("orchestrator: cache entry %s is corrupt or incompatible (checksum mismatch: truncated, "
+                    "overwritten or from another version); rebuilding it", path)
         return None
     return data
