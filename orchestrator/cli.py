@@ -152,6 +152,7 @@ def _compile(args: argparse.Namespace) -> int:
 def _debug(args: argparse.Namespace) -> int:
     from .api import Orchestrator
 
+    _check_folder(args.dump, "--dump")
     inputs = _load_inputs(args.inputs)
     with Orchestrator.from_yaml(args.pipeline, device=args.device, debug=True) as orch:
         _check_steps(orch.pipeline, args.steps)
@@ -187,6 +188,19 @@ def _check_writable(path: str | None, option: str) -> None:
         raise OrchestratorError(f"{option} {path} is a folder; give a file name")
     if not os.access(folder, os.W_OK):
         raise OrchestratorError(f"{option} {path}: folder {folder} is not writable")
+
+
+def _check_folder(path: str | None, option: str) -> None:
+    """A folder to write into: it, or the nearest folder above it that exists, must be a writable folder."""
+    if path is None:
+        return
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OrchestratorError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise OrchestratorError(f"{option} {path}: folder {existing} is not writable")
 
 
 def _check_steps(pipeline, steps: str | None) -> None:

@@ -6,6 +6,7 @@ launch rules use. Errors are one line and name the input, what was expected and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,13 @@ from .pipeline.ir import Pipeline
 from .pipeline.source import FileReadError, display_name, open_regular
 
 MAX_INPUT_BYTES = 16 << 30
+# the values a host scalar of each dtype may take (computed once: check_inputs runs on every run)
+_RANGES: dict[str, tuple[float, float]] = {
+    name: ((0, 1) if name == "bool" else
+           (int(np.iinfo(dtypes.to_numpy(name)).min), int(np.iinfo(dtypes.to_numpy(name)).max))
+           if dtypes.to_numpy(name).kind in "iu" else
+           (-float(np.finfo(dtypes.to_numpy(name)).max), float(np.finfo(dtypes.to_numpy(name)).max)))
+    for name in dtypes.DTYPES}
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -187,24 +195,20 @@ def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
 
 def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:
     try:
-        array = np.asarray(value)
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (ValueError, TypeError):
         array = np.asarray(None)
     if array.dtype.kind not in "biuf":
         raise InputError(f"input '{name}' is a host scalar of dtype {dtype}; got {_describe(value)}")
     if array.size != 1:
         raise InputError(f"input '{name}' is a host scalar; got an array of shape {list(array.shape)}")
-    target = dtypes.to_numpy(dtype)
-    if target.kind in "biu":
-        if array.dtype.kind == "f":
-            raise InputError(f"input '{name}' is a host scalar of dtype {dtype}; got {array.dtype}")
-        low, high = (0, 1) if target.kind == "b" else (np.iinfo(target).min, np.iinfo(target).max)
-        if not low <= int(array.reshape(())) <= high:
-            raise InputError(f"input '{name}' = {int(array.reshape(()))} is outside the range of {dtype} "
-                             f"({low} to {high})")
-    elif np.isfinite(array).all() and abs(float(array.reshape(()))) > np.finfo(target).max:
-        raise InputError(f"input '{name}' = {float(array.reshape(()))} is beyond the range of {dtype}")
-    return array.reshape(()).astype(target)
+    scalar = array.item()
+    low, high = _RANGES[dtype]
+    if array.dtype.kind == "f" and isinstance(low, int):
+        raise InputError(f"input '{name}' is a host scalar of dtype {dtype}; got {array.dtype}")
+    if not low <= scalar <= high and scalar == scalar and abs(scalar) != math.inf:  # NaN, +-inf pass
+        raise InputError(f"input '{name}' = {scalar} is outside the range of {dtype} ({low} to {high})")
+    return np.asarray(scalar, dtypes.to_numpy(dtype))
 
 
 def _describe(value: Any) -> str:
