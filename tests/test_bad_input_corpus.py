@@ -411,3 +411,17 @@ def test_fifo_pipeline_and_usage_error_as_a_process(tmp_path: Path):
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1 and result.stderr.strip().endswith("named pipe (FIFO), not a regular file")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_read_only_cache_dir_is_one_line(workdir: Path, capsys, monkeypatch):
+    from orchestrator import cache
+
+    if os.geteuid() != 0:  # a real read-only folder (root may write anywhere)
+        (workdir / "ro").mkdir(mode=0o500)
+    else:
+        (workdir / "ro").mkdir()
+        monkeypatch.setattr(cache.os, "access", lambda path, mode: Path(path) != workdir / "ro")
+    assert main(["compile", str(workdir / "base.yaml"), "--cache-dir", str(workdir / "ro")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: cache directory {workdir / 'ro'} (--cache-dir) cannot be used: not writable; choose "
+                    f"another with --cache-dir or ORCHESTRATOR_CACHE")
