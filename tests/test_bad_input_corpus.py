@@ -268,6 +268,8 @@ CASES = [
          then(lambda w: edit(w, "base.yaml", "relu: {onnx: relu.onnx}",
                              "relu: {onnx: relu.onnx, profile: {x: {min: [1, 4], opt: [1, 4], max: [1, 4], mid: 1}}}"),
               validate), 1, "unknown key 'mid' (expected one of: min, opt, max)", "base.yaml:6"),
+    Case("kernel_yaml_validated_as_pipeline", "unclear", lambda w: ["validate", str(w / "scale.yaml")], 1,
+         "this is a kernel description, not a pipeline", "scale.yaml:1"),
     Case("usage_unknown_command", "unclear", lambda w: ["valdate", str(w / "base.yaml")], 2,
          "invalid choice: 'valdate'", "orchestrator"),
     Case("usage_missing_inputs", "unclear", lambda w: ["run", str(w / "base.yaml")], 2,

@@ -39,6 +39,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if not isinstance(data, dict):
         raise ConfigError([smap.problem((), "a pipeline file must be a YAML mapping with the keys "
                                             "inputs, outputs, steps (and optionally dims, constants, snippets, kernels)")])
+    if {"entry", "args"} <= set(data) and "steps" not in data:
+        raise ConfigError([smap.problem((), "this is a kernel description, not a pipeline: name it under a "
+                                            "pipeline's 'kernels:' (e.g. kernels: {mine: path/to/this.yaml})")])
     problems, kernel_dirs, failed = _include_kernels(data, file.parent, smap)
     try:
         spec = PipelineSpec.model_validate(data)
