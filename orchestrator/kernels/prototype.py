@@ -22,23 +22,30 @@ _C_TYPES = {"float32": ("float",), "int8": ("signed char", "char"), "uint8": ("u
 
 _PRELUDE = """
 namespace orchestrator_check {
-struct none {};
-template <class F> struct fn { static constexpr int arity = -1; };
-template <class R, class... P> struct fn<R (*)(P...)> { static constexpr int arity = sizeof...(P); };
-template <int I, class... P> struct at { using type = none; };
-template <class H, class... T> struct at<0, H, T...> { using type = H; };
-template <int I, class H, class... T> struct at<I, H, T...> { using type = typename at<I - 1, T...>::type; };
-template <int I, class F> struct param { using type = none; };
-template <int I, class R, class... P> struct param<I, R (*)(P...)> { using type = typename at<I, P...>::type; };
-template <class A, class B> struct same { static constexpr bool value = false; };
-template <class A> struct same<A, A> { static constexpr bool value = true; };
-template <class T> struct ptr { static constexpr bool value = false, to_const = false; using to = none; };
-template <class T> struct ptr<T*> { static constexpr bool value = true, to_const = false; using to = T; };
-template <class T> struct ptr<const T*> { static constexpr bool value = true, to_const = true; using to = T; };
-template <class T> struct size { static constexpr unsigned value = sizeof(T); };
-template <> struct size<void> { static constexpr unsigned value = 0; };
-template <> struct size<const void> { static constexpr unsigned value = 0; };
-template <> struct size<none> { static constexpr unsigned value = 0; };
+struct oc_none {};
+template <class OcF> struct oc_fn { static constexpr int oc_arity = -1; };
+template <class OcR, class... OcP> struct oc_fn<OcR (*)(OcP...)> { static constexpr int oc_arity = sizeof...(OcP); };
+template <int OcI, class... OcP> struct oc_at { using oc_type = oc_none; };
+template <class OcH, class... OcT> struct oc_at<0, OcH, OcT...> { using oc_type = OcH; };
+template <int OcI, class OcH, class... OcT> struct oc_at<OcI, OcH, OcT...> {
+  using oc_type = typename oc_at<OcI - 1, OcT...>::oc_type;
+};
+template <int OcI, class OcF> struct oc_param { using oc_type = oc_none; };
+template <int OcI, class OcR, class... OcP> struct oc_param<OcI, OcR (*)(OcP...)> {
+  using oc_type = typename oc_at<OcI, OcP...>::oc_type;
+};
+template <class OcA, class OcB> struct oc_same { static constexpr bool oc_value = false; };
+template <class OcA> struct oc_same<OcA, OcA> { static constexpr bool oc_value = true; };
+template <class OcT> struct oc_ptr { static constexpr bool oc_value = false, oc_const = false; using oc_to = oc_none; };
+template <class OcT> struct oc_ptr<OcT*> { static constexpr bool oc_value = true, oc_const = false; using oc_to = OcT; };
+template <class OcT> struct oc_ptr<const OcT*> {
+  static constexpr bool oc_value = true, oc_const = true;
+  using oc_to = OcT;
+};
+template <class OcT> struct oc_size { static constexpr unsigned oc_value = sizeof(OcT); };
+template <> struct oc_size<void> { static constexpr unsigned oc_value = 0; };
+template <> struct oc_size<const void> { static constexpr unsigned oc_value = 0; };
+template <> struct oc_size<oc_none> { static constexpr unsigned oc_value = 0; };
 }  // namespace orchestrator_check
 """
 
@@ -53,12 +60,12 @@ def check_source(kernel: KernelInfo) -> str:
     """The static checks to append to the kernel's source."""
     n = len(kernel.args)
     lines = [f'\n#line 1 "{CHECK_FILE}"', _PRELUDE, "namespace orchestrator_check {",
-             f"using entry_t = decltype(&{expression(kernel)});"]
-    lines += [f'static_assert(fn<entry_t>::arity != {k}, "orchestrator-check arity {k}");'
+             f"using oc_entry = decltype(&{expression(kernel)});"]
+    lines += [f'static_assert(oc_fn<oc_entry>::oc_arity != {k}, "orchestrator-check arity {k}");'
               for k in range(MAX_PARAMS + 1) if k != n]
     for i, arg in enumerate(kernel.args):
-        p = f"param<{i}, entry_t>::type"
-        lines.append(f'static_assert(fn<entry_t>::arity != {n} || ({_condition(arg.kind, arg.dtype, p)}), '
+        p = f"typename oc_param<{i}, oc_entry>::oc_type"
+        lines.append(f'static_assert(oc_fn<oc_entry>::oc_arity != {n} || ({_condition(arg.kind, arg.dtype, p)}), '
                      f'"orchestrator-check arg {i}");')
     lines.append("}  // namespace orchestrator_check")
     return "\n".join(lines) + "\n"
@@ -67,15 +74,15 @@ def check_source(kernel: KernelInfo) -> str:
 def _condition(kind: str, dtype: str, p: str) -> str:
     if kind == "scalar":
         return _is_type(dtype, p)
-    pointee = f"ptr<{p}>::to"
-    const_ok = "true" if kind == "in" else f"!ptr<{p}>::to_const"
-    return f"ptr<{p}>::value && {const_ok} && {_is_type(dtype, pointee)}"
+    pointee = f"typename oc_ptr<{p}>::oc_to"
+    const_ok = "true" if kind == "in" else f"!oc_ptr<{p}>::oc_const"
+    return f"oc_ptr<{p}>::oc_value && {const_ok} && {_is_type(dtype, pointee)}"
 
 
 def _is_type(dtype: str, t: str) -> str:
     if dtype in ("float16", "bfloat16"):
-        return f"size<{t}>::value == 2"
-    return "(" + " || ".join(f"same<{t}, {c}>::value" for c in _C_TYPES[dtype]) + ")"
+        return f"oc_size<{t}>::oc_value == 2"
+    return "(" + " || ".join(f"oc_same<{t}, {c}>::oc_value" for c in _C_TYPES[dtype]) + ")"
 
 
 def expected_type(kind: str, dtype: str) -> str:
