@@ -427,3 +427,62 @@ def test_read_only_cache_dir_is_one_line(workdir: Path, capsys, monkeypatch):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == (f"error: cache directory {workdir / 'ro'} (--cache-dir) cannot be used: not writable; choose "
                     f"another with --cache-dir or ORCHESTRATOR_CACHE")
+
+
+# ---- mutation fuzzing: whatever the damage, a user error (or ok), never an internal one ----------
+
+def _mutations(text: str, count: int) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(15)
+    lines = text.splitlines(keepends=True)
+    out = []
+    for i in range(count):
+        kind = ("truncate", "byte", "drop_line", "repeat_line", "swap_lines", "indent")[i % 6]
+        if kind == "truncate":
+            mutated = text[: rng.integers(1, len(text))]
+        elif kind == "byte":
+            at = int(rng.integers(0, len(text)))
+            mutated = text[:at] + chr(int(rng.choice([0x7B, 0x5D, 0x3A, 0x2D, 0x26, 0x2A, 0x21, 0x22, 0x20, 0x09])))\
+                + text[at + 1:]
+        elif kind in ("drop_line", "repeat_line"):
+            at = int(rng.integers(0, len(lines)))
+            mutated = "".join(lines[:at] + ([lines[at]] * 2 if kind == "repeat_line" else []) + lines[at + 1:])
+        elif kind == "swap_lines":
+            a, b = sorted(rng.choice(len(lines), 2, replace=False))
+            swapped = lines[:a] + [lines[b]] + lines[a + 1:b] + [lines[a]] + lines[b + 1:]
+            mutated = "".join(swapped)
+        else:
+            at = int(rng.integers(0, len(lines)))
+            mutated = "".join(lines[:at] + ["   " + lines[at]] + lines[at + 1:])
+        out.append((f"{kind}_{i}", mutated))
+    return out
+
+
+@pytest.mark.parametrize("target", ["base.yaml", "scale.yaml"])
+def test_mutated_files_give_user_errors_only(workdir: Path, capsys, target: str):
+    original = (workdir / target).read_text()
+    where = re.compile(rf"^\S*({re.escape(target)}|base\.yaml|scale\.yaml)(:\d+(:\d+)?)?: ")
+    for name, text in _mutations(original, 90):
+        (workdir / target).write_text(text)
+        code = main(["validate", str(workdir / "base.yaml")])
+        captured = capsys.readouterr()
+        assert code in (0, 1), (name, text, captured.err)
+        assert "Traceback" not in captured.err and "internal error" not in captured.err, (name, captured.err)
+        problems = _problem_lines(captured.err)
+        assert (code == 0) == (not problems), (name, problems)
+        for line in problems:
+            assert where.match(line), (name, line)
+
+
+def test_damaged_onnx_files_give_user_errors_only(workdir: Path, capsys):
+    original = (workdir / "relu.onnx").read_bytes()
+    rng = np.random.default_rng(7)
+    for i in range(60):
+        data = bytearray(original[: len(original) - i % (len(original) - 1)] if i % 3 == 0 else original)
+        for at in rng.integers(0, len(data), 1 + i % 4):
+            data[at] = int(rng.integers(0, 256))
+        (workdir / "relu.onnx").write_bytes(bytes(data))
+        code = main(["validate", str(workdir / "base.yaml")])
+        err = capsys.readouterr().err
+        assert code in (0, 1) and "Traceback" not in err and "internal error" not in err, (i, err)
+        for line in _problem_lines(err):
+            assert re.match(r"^\S*base\.yaml:\d+:\d+: ", line), (i, line)

@@ -52,21 +52,29 @@ def read_ports(path: Path) -> tuple[dict[str, Port], dict[str, Port]]:
     return {p.name: p for p in inputs}, {p.name: p for p in outputs}
 
 
+def _text(value: str | bytes, what: str) -> str:
+    """A string field of the model (protobuf hands back bytes when they are not valid UTF-8)."""
+    if isinstance(value, bytes):
+        raise OnnxReadError(f"{what} {value[:40]!r} is not valid UTF-8 (is the file damaged?)")
+    return value
+
+
 def _port(value, role: str) -> Port:
+    name = _text(value.name, f"an {role} name")
     tensor = value.type.tensor_type
     dtype = dtypes.from_onnx(tensor.elem_type)
     if dtype is None:
-        raise OnnxReadError(f"{role} '{value.name}' has an unsupported ONNX element type {tensor.elem_type} "
+        raise OnnxReadError(f"{role} '{name}' has an unsupported ONNX element type {tensor.elem_type} "
                             f"(supported: {', '.join(dtypes.DTYPES)})")
     shape = []
     for axis, dim in enumerate(tensor.shape.dim):
         if dim.HasField("dim_value"):
             shape.append(int(dim.dim_value))
         elif dim.dim_param:
-            shape.append(symbol_for(dim.dim_param))
+            shape.append(symbol_for(_text(dim.dim_param, f"a dimension name of {role} '{name}'")))
         else:
-            shape.append(f"{symbol_for(value.name)}_dim{axis}")
-    return Port(value.name, dtype, tuple(shape))
+            shape.append(f"{symbol_for(name)}_dim{axis}")
+    return Port(name, dtype, tuple(shape))
 
 
 def check_runtime(path: Path, data: bytes) -> None:
