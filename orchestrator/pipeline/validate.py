@@ -687,8 +687,7 @@ class Validator:
 
 
 def _span(span: tuple[float, float]) -> str:
-    low, high = (int(v) if v == int(v) else v for v in span) if all(map(np.isfinite, span)) else span
-    return f"{low}..{high}"
+    return "..".join(str(int(v)) if np.isfinite(v) else str(v) for v in span)
 
 
 def _provably_different(a, b) -> bool:
