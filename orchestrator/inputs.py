@@ -115,6 +115,9 @@ class DeviceArray:
     def wrap(cls, name: str, obj: Any) -> DeviceArray:
         cai = obj.__cuda_array_interface__
         shape, dtype = tuple(int(d) for d in cai["shape"]), np.dtype(cai["typestr"])
+        if dtype.byteorder not in "=|":  # device memory is not converted here: refuse rather than misread
+            raise InputError(f"{name}: a device array in non-native byte order ({cai['typestr']}); "
+                             f"convert it to native order first")
         strides = cai.get("strides")
         if strides is not None and tuple(strides) != _contiguous_strides(shape, dtype.itemsize):
             raise InputError(f"input '{name}': device arrays must be C-contiguous (strides {tuple(strides)})")

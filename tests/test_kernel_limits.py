@@ -39,3 +39,15 @@ def test_grid_beyond_cuda_limits_is_refused(workdir, grid, env, message):
     assert launch_config(kernel, {"N": 2, "C": 3}, {})[0][0] >= 1
     with pytest.raises(ExecutionError, match=message):
         launch_config(kernel, env, {})
+
+
+def test_device_array_in_foreign_byte_order_is_refused():
+    from orchestrator.inputs import DeviceArray
+
+    class Fake:
+        __cuda_array_interface__ = {"shape": (2, 4), "typestr": ">f4", "data": (1 << 20, False), "version": 3}
+
+    with pytest.raises(InputError, match=r"input 'x': a device array in non-native byte order \(>f4\)"):
+        DeviceArray.wrap("input 'x'", Fake())
+    Fake.__cuda_array_interface__ = {**Fake.__cuda_array_interface__, "typestr": "<f4"}
+    assert DeviceArray.wrap("input 'x'", Fake()).dtype == np.float32
