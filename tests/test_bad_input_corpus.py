@@ -121,6 +121,8 @@ CASES = [
     # --- hangs and crashes: FIFOs, devices, alias bombs ------------------------------------------------
     Case("alias_bomb", "hang", then(lambda w: (w / "base.yaml").write_text("l0: &l0 [x]\n" + BOMB),
                                     validate), 1, "expand this value to more than", "base.yaml:6"),
+    Case("pipeline_too_big", "hang", then(lambda w: (w / "base.yaml").open("a").write("#" * (5 << 20)), validate), 1,
+         "the limit for this kind of file is 4,194,304", "base.yaml"),
     Case("pipeline_fifo", "hang", then(lambda w: fifo(w / "base.yaml"), validate), 1, "named pipe (FIFO)",
          "base.yaml"),
     Case("pipeline_dev_zero", "hang", then(lambda w: zero(w / "base.yaml"), validate), 1, "character device",
