@@ -42,6 +42,8 @@ template <class OcT> struct oc_ptr<const OcT*> {
   static constexpr bool oc_value = true, oc_const = true;
   using oc_to = OcT;
 };
+template <class OcT> struct oc_ptr<volatile OcT*> : oc_ptr<OcT*> {};
+template <class OcT> struct oc_ptr<const volatile OcT*> : oc_ptr<const OcT*> {};
 template <class OcT> struct oc_size { static constexpr unsigned oc_value = sizeof(OcT); };
 template <> struct oc_size<void> { static constexpr unsigned oc_value = 0; };
 template <> struct oc_size<const void> { static constexpr unsigned oc_value = 0; };
