@@ -1,7 +1,8 @@
 """Command line: ``orchestrator COMMAND``, one subcommand per task (``orchestrator --help`` lists them all).
 
-Exit codes: 0 success, 1 user error (bad pipeline, inputs, kernel...), 2 internal error. Errors print on
-one line each, without a traceback unless ``--debug``.
+Exit codes: 0 success, 1 user error (bad pipeline, inputs, kernel...), 2 command-line usage error
+(argparse's convention), 3 internal error (our bug, or the GPU/driver failing). Errors print on one line
+each, without a traceback unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, OrchestratorError
+from .errors import ConfigError, DeviceError, OrchestratorError, shorten
 
-EXIT_OK, EXIT_USER, EXIT_INTERNAL = 0, 1, 2
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -55,6 +58,10 @@ def _compile_all(pipeline, arch: str) -> bool:
         except CompileError as exc:
             print(f"{kernel.location}: {exc}", file=sys.stderr)
             ok = False
+        except ConfigError as exc:  # the description does not match the CUDA function
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            ok = False
     return ok
 
 
@@ -65,11 +72,9 @@ def _steps(pipeline):
 
 
 def _load_inputs(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise OrchestratorError(f"{path}: cannot read inputs ({exc}); expected an .npz file") from None
+    from .inputs import load_npz
+
+    return load_npz(path)
 
 
 def _inputs(args: argparse.Namespace, pipeline) -> dict[str, np.ndarray]:
@@ -95,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     from .decisions import DecisionLog
     from .pipeline.load import load_pipeline
 
+    _check_writable(args.output, "--output")
     pipeline = load_pipeline(args.pipeline)
     inputs, log = _inputs(args, pipeline), DecisionLog()
     with Orchestrator(pipeline, device=args.device, observer=log) as orch:
@@ -170,9 +176,11 @@ def _debug(args: argparse.Namespace) -> int:
     from .api import Orchestrator
     from .pipeline.load import load_pipeline
 
+    _check_folder(args.dump, "--dump")
     pipeline = load_pipeline(args.pipeline)
     inputs = _inputs(args, pipeline)
     with Orchestrator(pipeline, device=args.device, debug=True) as orch:
+        _check_steps(orch.pipeline, args.steps)
         report = orch.debug_run(inputs, dump_dir=args.dump, compare=args.compare, atol=args.atol, rtol=args.rtol,
                                 steps=args.steps.split(",") if args.steps else None, sentinels=args.sentinels)
         print(f"{args.pipeline}: debug run on {orch.device}")
@@ -186,6 +194,7 @@ def _profile(args: argparse.Namespace) -> int:
     from .pipeline.load import load_pipeline
     from .profile import profile_pipeline
 
+    _check_writable(args.json, "--json")
     inputs = _inputs(args, load_pipeline(args.pipeline))
     result = profile_pipeline(args.pipeline, inputs, iterations=args.iters, device=args.device)
     print(result.table())
@@ -193,6 +202,50 @@ def _profile(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         print(f"profile written to {args.json}")
     return EXIT_OK
+
+
+def _check_writable(path: str | None, option: str) -> None:
+    """An output file's folder must exist and be writable before any work is done."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise OrchestratorError(f"{option} {path}: folder {folder} does not exist")
+    if Path(path).is_dir():
+        raise OrchestratorError(f"{option} {path} is a folder; give a file name")
+    if not os.access(folder, os.W_OK):
+        raise OrchestratorError(f"{option} {path}: folder {folder} is not writable")
+
+
+def _check_folder(path: str | None, option: str) -> None:
+    """A folder to write into: it, or the nearest folder above it that exists, must be a writable folder."""
+    if path is None:
+        return
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OrchestratorError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise OrchestratorError(f"{option} {path}: folder {existing} is not writable")
+
+
+def _check_steps(pipeline, steps: str | None) -> None:
+    if not steps:
+        return
+    names = [n.name for n in _all_steps(pipeline)]
+    unknown = [s for s in steps.split(",") if s not in names]
+    if unknown:
+        from .pipeline.validate import did_you_mean, listing
+
+        raise OrchestratorError(f"--steps: no step named {', '.join(map(repr, unknown))} in {pipeline.file.name} "
+                                f"(its steps: {listing(names)}){did_you_mean(unknown[0], names)}")
+
+
+def _all_steps(pipeline):
+    from .pipeline.ir import walk
+
+    return walk(pipeline.body)
 
 
 def _snip(args: argparse.Namespace) -> int:
@@ -215,7 +268,7 @@ def _snip(args: argparse.Namespace) -> int:
 
 def _graph(args: argparse.Namespace) -> int:
     from . import diagram
-    from .cache import write_atomic
+    from .cache import write_file_atomic
     from .pipeline.load import load_pipeline
 
     drawing = diagram.build(load_pipeline(args.pipeline), at=args.at)
@@ -224,8 +277,8 @@ def _graph(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--output {folder}: not a folder")
     stem = folder / Path(args.pipeline).stem
     mmd, dot, svg = stem.with_suffix(".mmd"), stem.with_suffix(".dot"), stem.with_suffix(".svg")
-    write_atomic(mmd, diagram.mermaid(drawing).encode())
-    write_atomic(dot, diagram.dot(drawing).encode())
+    write_file_atomic(mmd, diagram.mermaid(drawing).encode())
+    write_file_atomic(dot, diagram.dot(drawing).encode())
     print(f"{args.pipeline}: {len(drawing.boxes)} nodes; wrote {mmd} (Mermaid) and {dot} (Graphviz)")
     why_not = diagram.render_svg(dot, svg)
     print(f"  no SVG: {why_not}" if why_not else f"  and {svg}")
@@ -241,8 +294,27 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _arch(text: str) -> str:
+    if not re.fullmatch(r"(sm|compute)_\d{2,3}[a-z]?", text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a GPU architecture (e.g. sm_90, sm_86)")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return int(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit 2, argparse's convention)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="orchestrator", epilog="'orchestrator COMMAND --help' shows a command's options.",
         description="Run GPU inference pipelines of TensorRT snippets and NVRTC kernels on one stream in one "
                     "planned memory arena (or on the CPU reference backend).")
@@ -251,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check pipeline files and report every problem")
     p.add_argument("pipelines", nargs="+")
-    p.add_argument("--compile", nargs="?", const="sm_90", metavar="ARCH",
+    p.add_argument("--compile", nargs="?", const="sm_90", metavar="ARCH", type=_arch,
                    help="also compile every kernel with NVRTC for ARCH (default sm_90; no GPU needed)")
     p.set_defaults(func=_validate)
 
@@ -276,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile every kernel with NVRTC (no GPU needed)")
     p.add_argument("pipelines", nargs="+")
-    p.add_argument("--arch", nargs="+", default=["sm_90", "sm_86"])
+    p.add_argument("--arch", nargs="+", default=["sm_90", "sm_86"], type=_arch)
     p.add_argument("--cache-dir")
     p.set_defaults(func=_compile)
 
@@ -295,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="per-step time, host time per run, and the memory plan")
     p.add_argument("pipeline")
     _input_arguments(p)
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--iters", type=_positive, default=100)
     p.add_argument("--json", help="also write the profile as JSON to this file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_profile)
@@ -304,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--at", help="comma-separated tensor names to cut at ('a+b' cuts at two tensors at once)")
-    group.add_argument("--pieces", type=int, help="cut into this many pieces of about equal cost")
+    group.add_argument("--pieces", type=_positive, help="cut into this many pieces of about equal cost")
     p.add_argument("-o", "--output", required=True, help="folder for the snippets and pipeline.yaml")
     p.add_argument("--dims", help="sizes of symbolic dimensions, e.g. N=1,H=224,W=224 (default 1)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="of every snippet")
@@ -335,7 +407,10 @@ def _input_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage line (exit 2) or the help (exit 0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -344,15 +419,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USER
+    except DeviceError as exc:  # the GPU or its driver failed: not the user's input
+        if args.debug:
+            traceback.print_exc()
+        print(f"device error: {shorten(str(exc))}", file=sys.stderr)
+        return EXIT_INTERNAL
     except OrchestratorError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {shorten(str(exc))}", file=sys.stderr)
         return EXIT_USER
     except Exception as exc:  # our bug, not the user's
         if args.debug:
             traceback.print_exc()
-        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"internal error: {type(exc).__name__}: {shorten(first)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -5,8 +5,17 @@ Every user-facing error renders as one line: ``file:line:col: yaml.path: what is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+_LONG_QUOTED = re.compile(r"(?<!\w)'([^'\s]{81,})'")
+
+
+def shorten(text: str) -> str:
+    """Quoted values longer than 80 characters shown by their start and length (a pasted 100,000-character
+    name must not flood the terminal)."""
+    return _LONG_QUOTED.sub(lambda m: f"'{m[1][:60]}...' ({len(m[1])} characters)", text)
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class Problem:
 
     def __str__(self) -> str:
         tag = "warning: " if self.severity == "warning" else ""
-        return f"{self.location}: {tag}{self.message}"
+        return shorten(f"{self.location}: {tag}{self.message}")
 
 
 class OrchestratorError(Exception):
@@ -62,6 +71,14 @@ class InputError(OrchestratorError):
 
 class ExecutionError(OrchestratorError):
     """A step failed while running (a reference function raised, a CUDA call failed, ...)."""
+
+
+class DeviceError(ExecutionError):
+    """The GPU, its driver or the CUDA libraries failed: not the user's input, and not our bug either."""
+
+
+class CacheError(OrchestratorError):
+    """The cache directory cannot be created, read or written."""
 
 
 class MissingDependencyError(OrchestratorError):

@@ -51,7 +51,7 @@ class Executor:
 
     def run(self, inputs: Mapping[str, Any], out: Mapping[str, Any] | None = None,
             device_outputs: bool = False) -> dict[str, Any]:
-        arrays, dims = check_inputs(self.pipeline, inputs)
+        arrays, dims = check_inputs(self.pipeline, inputs, out)
         if self.graphs and any(isinstance(a, DeviceArray) for a in arrays.values()):
             # captured graphs read inputs from their arena slots; a rebound pointer would be ignored
             raise InputError("device (zero-copy) inputs need eager mode (graphs=False); in graph mode pass "

@@ -6,8 +6,10 @@ launch rules use. Errors are one line and name the input, what was expected and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +17,48 @@ import numpy as np
 from . import dtypes
 from .errors import InputError
 from .pipeline import shapes
+from .pipeline.constants import native_order
 from .pipeline.ir import Pipeline
+from .pipeline.source import FileReadError, display_name, open_regular
+
+MAX_INPUT_BYTES = 16 << 30
+# the values a host scalar of each dtype may take (computed once: check_inputs runs on every run)
+_RANGES: dict[str, tuple[float, float]] = {
+    name: ((0, 1) if name == "bool" else
+           (int(np.iinfo(dtypes.to_numpy(name)).min), int(np.iinfo(dtypes.to_numpy(name)).max))
+           if dtypes.to_numpy(name).kind in "iu" else
+           (-float(np.finfo(dtypes.to_numpy(name)).max), float(np.finfo(dtypes.to_numpy(name)).max)))
+    for name in dtypes.DTYPES}
 
 
-def check_inputs(pipeline: Pipeline, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (one per input), with one-line errors for everything else: a FIFO or
+    device, an ``.npy`` file, a truncated or corrupt archive, pickled objects."""
+    name = display_name(Path(path))
+    try:
+        file = open_regular(Path(path), MAX_INPUT_BYTES)
+    except FileReadError as exc:
+        raise InputError(f"inputs: {exc}") from None
+    with file:
+        magic = file.read(6)
+        if magic == b"\x93NUMPY":
+            raise InputError(f"{name} is an .npy file (one array); inputs are an .npz with one array per input "
+                             f"name: numpy.savez('inputs.npz', image=array, ...)")
+        if not magic.startswith(b"PK"):
+            raise InputError(f"{name} is not an .npz file (numpy.savez('inputs.npz', name=array, ...) makes one)")
+        file.seek(0)
+        try:
+            with np.load(file, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError (pickles): the file's fault
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{name}: cannot read the .npz archive ({detail}); is it truncated?") from None
+
+
+def check_inputs(pipeline: Pipeline, given: Mapping[str, Any],
+                 out: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, int]]:
+    """The inputs as arrays (numpy in native byte order, or device arrays) and the dims they bind; ``out``
+    buffers whose shape is known from the dims are checked too, before any work."""
     declared = pipeline.inputs
     missing = [n for n in declared if n not in given]
     unexpected = [n for n in given if n not in declared]
@@ -45,7 +85,21 @@ def check_inputs(pipeline: Pipeline, given: Mapping[str, Any]) -> tuple[dict[str
             raise InputError(f"input '{name}': shape {list(array.shape)}: {mismatch}")
         arrays[name] = array
     _check_bounds(pipeline, env)
+    if out:
+        _check_out(pipeline, out, env)
     return arrays, env
+
+
+def _check_out(pipeline: Pipeline, out: Mapping[str, Any], env: dict[str, int]) -> None:
+    for name, buffer in out.items():
+        info = pipeline.tensors.get(name)
+        if name not in pipeline.outputs or info is None:
+            continue  # the backend names it
+        # sizes that are numbers or plain input dims, read without parsing (this runs on every run with out=);
+        # other shapes are checked by the backend when it writes the output
+        shape = tuple(d if isinstance(d, int) else env.get(d) for d in info.shape)
+        if None not in shape and isinstance(buffer, np.ndarray):
+            check_output_buffer(name, buffer, shape, dtypes.to_numpy(info.dtype))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -61,6 +115,9 @@ class DeviceArray:
     def wrap(cls, name: str, obj: Any) -> DeviceArray:
         cai = obj.__cuda_array_interface__
         shape, dtype = tuple(int(d) for d in cai["shape"]), np.dtype(cai["typestr"])
+        if dtype.byteorder not in "=|":  # device memory is not converted here: refuse rather than misread
+            raise InputError(f"{name}: a device array in non-native byte order ({cai['typestr']}); "
+                             f"convert it to native order first")
         strides = cai.get("strides")
         if strides is not None and tuple(strides) != _contiguous_strides(shape, dtype.itemsize):
             raise InputError(f"input '{name}': device arrays must be C-contiguous (strides {tuple(strides)})")
@@ -133,7 +190,7 @@ def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...
 
 def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
     if isinstance(value, np.ndarray):
-        return np.ascontiguousarray(value)
+        return native_order(np.ascontiguousarray(value))  # big-endian data converted, never misread
     device = _device_array(f"input '{name}'", value)
     if device is None:
         raise InputError(f"input '{name}': expected a numpy array or a device array "
@@ -142,15 +199,33 @@ def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
 
 
 def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:
-    array = np.asarray(value)
+    try:
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    except (ValueError, TypeError):
+        array = np.asarray(None)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"input '{name}' is a host scalar of dtype {dtype}; got {_describe(value)}")
     if array.size != 1:
         raise InputError(f"input '{name}' is a host scalar; got an array of shape {list(array.shape)}")
-    if dtype not in ("float32", "float16") and not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+    scalar = array.item()
+    low, high = _RANGES[dtype]
+    if array.dtype.kind == "f" and isinstance(low, int):
         raise InputError(f"input '{name}' is a host scalar of dtype {dtype}; got {array.dtype}")
-    return array.reshape(()).astype(dtypes.to_numpy(dtype))
+    if not low <= scalar <= high and scalar == scalar and abs(scalar) != math.inf:  # NaN, +-inf pass
+        raise InputError(f"input '{name}' = {scalar} is outside the range of {dtype} ({low} to {high})")
+    return np.asarray(scalar, dtypes.to_numpy(dtype))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _check_bounds(pipeline: Pipeline, env: dict[str, int]) -> None:
+    empty = [f"{dim} = {value}" for dim, value in env.items() if isinstance(value, int) and value < 1]
+    if empty:  # shape rules are proven total for symbols >= 1 only
+        raise InputError(f"dimension {', '.join(empty)}: symbolic dimensions must be at least 1 "
+                         f"(an input has an empty dimension)")
     for dim, bounds in pipeline.dims.items():
         value = env.get(dim)
         if value is not None and not bounds.min <= value <= bounds.max:

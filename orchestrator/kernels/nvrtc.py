@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cache
-from ..errors import CompileError
+from ..errors import CompileError, ConfigError
 from ..pipeline.ir import KernelInfo
-from ..pipeline.source import display_name
+from ..pipeline.source import FileReadError, display_name, read_text
+from . import prototype
 
 log = logging.getLogger("orchestrator")
 
@@ -45,8 +46,7 @@ def _check(err, call: str) -> None:
         raise CompileError(f"{call} failed: {nvrtc.nvrtcGetErrorString(err)[1].decode()}")
 
 
-def name_expression(kernel: KernelInfo) -> str:
-    return f"{kernel.entry}<{', '.join(kernel.template_args)}>" if kernel.template_args else kernel.entry
+name_expression = prototype.expression
 
 
 def compile_options(kernel: KernelInfo, arch: str) -> list[str]:
@@ -57,19 +57,32 @@ def compile_options(kernel: KernelInfo, arch: str) -> list[str]:
 
 
 def _headers(kernel: KernelInfo) -> list[str]:
+    """The headers next to the kernel (part of the cache key): regular UTF-8 files only."""
     parts = []
     for folder in kernel.include_dirs:
         for header in sorted(folder.glob("*.cuh")) + sorted(folder.glob("*.h")):
-            parts.append(header.name + header.read_text(encoding="utf-8", errors="replace"))
+            try:
+                parts.append(header.name + read_text(header))
+            except FileReadError as exc:
+                raise CompileError(f"kernel '{kernel.name}': header {exc}") from None
     return parts
 
 
 def compile_kernel(kernel: KernelInfo, arch: str, cache_root: Path | None = None) -> CompiledKernel:
-    """Compile ``kernel`` for ``arch`` (``sm_90``), using the on-disk cache when possible."""
+    """Compile ``kernel`` for ``arch`` (``sm_90``), using the on-disk cache when possible. The source is
+    compiled with static checks of the entry's parameters against the description: a mismatch raises
+    ConfigError with one problem per argument, at its place in the description."""
     target = _supported_target(arch)
     source_name = display_name(kernel.source_path) if kernel.source_path else f"<inline kernel {kernel.name}>"
-    return compile_source(kernel.name, kernel.source, name_expression(kernel), target,
-                          compile_options(kernel, target), source_name, _headers(kernel), cache_root)
+    try:
+        return compile_source(kernel.name, kernel.source + prototype.check_source(kernel),
+                              name_expression(kernel), target, compile_options(kernel, target), source_name,
+                              _headers(kernel), cache_root)
+    except CompileError as exc:
+        mismatches = prototype.problems(kernel, getattr(exc, "log", ""))
+        if mismatches:
+            raise ConfigError(mismatches) from None
+        raise
 
 
 def compile_source(name: str, source: str, expression: str, target: str, options: list[str],
@@ -91,7 +104,10 @@ def _supported_target(arch: str) -> str:
     """``sm_XY`` when NVRTC can make a cubin for it, else PTX (``compute_AB``) for its newest arch <= XY."""
     from cuda.bindings import nvrtc
 
-    want = int(arch.removeprefix("sm_").removeprefix("compute_"))
+    digits = arch.removeprefix("sm_").removeprefix("compute_").rstrip("af")
+    if not digits.isdigit():
+        raise CompileError(f"'{arch}' is not a GPU architecture (expected e.g. sm_90, sm_86)")
+    want = int(digits)
     err, archs = nvrtc.nvrtcGetSupportedArchs()
     _check(err, "nvrtcGetSupportedArchs")
     if want in archs:
@@ -138,7 +154,13 @@ def _program_log(prog) -> str:
 
 def _compile_error(name: str, source_name: str, log_text: str, options: list[str]) -> CompileError:
     errors = [m for m in map(_LOG_LINE.match, log_text.splitlines()) if m]
-    if errors:
+    ours = [m for m in errors if m["file"] == prototype.CHECK_FILE or "__nv_name_map" in m.string]
+    errors = [m for m in errors if m not in ours] + ours  # the user's own errors first
+    if errors and errors[0] in ours:
+        where = source_name  # generated code: the entry itself is the problem
+        what = (f"the entry cannot be taken as a function ({errors[0]['msg'].strip()}): is it a __global__ "
+                f"function of this source, spelled the same, with template_args if it is a template?")
+    elif errors:
         first = errors[0]
         where = f"{first['file']}:{first['line']}"
         what = first["msg"].strip()

@@ -9,6 +9,8 @@ from ..errors import ExecutionError
 from ..pipeline import shapes
 from ..pipeline.ir import KernelInfo
 
+MAX_GRID = (2**31 - 1, 65535, 65535)  # CUDA's grid limits on every GPU since compute capability 3.0
+
 
 def bind_symbols(kernel: KernelInfo, in_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
     """Bind the symbols of the 'in' patterns (``[N, H, W, 3]``) to the actual input shapes."""
@@ -19,6 +21,10 @@ def bind_symbols(kernel: KernelInfo, in_shapes: Mapping[str, tuple[int, ...]]) -
             if mismatch:
                 raise ExecutionError(f"kernel '{kernel.name}': argument '{arg.name}' of shape "
                                      f"{list(in_shapes[arg.name])}: {mismatch}")
+    empty = [f"{sym} = {value}" for sym, value in env.items() if isinstance(value, int) and value < 1]
+    if empty:  # shape rules are proven total for symbols >= 1 only
+        raise ExecutionError(f"kernel '{kernel.name}': {', '.join(empty)}: a kernel's symbolic dimensions "
+                             f"must be at least 1 (its inputs have an empty dimension)")
     return env  # type: ignore[return-value]
 
 
@@ -42,7 +48,13 @@ def launch_config(kernel: KernelInfo, env: Mapping[str, int],
         for d in tensor_shapes[launch.threads]:
             count *= d
         per_block = block[0] * block[1] * block[2]
-        return (max(1, -(-count // per_block)), 1, 1), block
-    grid = [int(shapes.evaluate(d, env)) for d in launch.grid or ()]
-    grid += [1] * (3 - len(grid))
-    return (max(1, grid[0]), max(1, grid[1]), max(1, grid[2])), block
+        grid = (max(1, -(-count // per_block)), 1, 1)
+    else:
+        dims = [int(shapes.evaluate(d, env)) for d in launch.grid or ()]
+        dims += [1] * (3 - len(dims))
+        grid = (max(1, dims[0]), max(1, dims[1]), max(1, dims[2]))
+    for axis, (size, limit) in enumerate(zip(grid, MAX_GRID, strict=True)):
+        if size > limit:
+            raise ExecutionError(f"kernel '{kernel.name}': grid dimension {'xyz'[axis]} is {size} at these shapes; "
+                                 f"CUDA allows at most {limit} (use more threads per block or a 2-D grid)")
+    return grid, block  # type: ignore[return-value]

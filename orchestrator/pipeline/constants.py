@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from .. import dtypes
 from .schema import ConstantSpec
-from .source import display_name
+from .source import FileReadError, display_name, read_bytes
+
+MAX_CONSTANT_BYTES = 1 << 30  # constants are small arrays; weights belong in the ONNX snippets
+
+
+def native_order(array: np.ndarray) -> np.ndarray:
+    """The array in the machine's byte order: a big-endian file is converted, never misread."""
+    return array.astype(array.dtype.newbyteorder("=")) if array.dtype.byteorder not in "=|" else array
 
 
 class ConstantLoadError(ValueError):
@@ -27,29 +35,58 @@ def load_constant(spec: ConstantSpec, base: Path) -> np.ndarray:
 
 
 def _inline(spec: ConstantSpec) -> np.ndarray:
+    """The value as an array of ``dtype``, refusing what the conversion would change: fractions as integers,
+    integers out of the dtype's range, numbers beyond float16's range, strings."""
     try:
-        return np.array(spec.value, dtype=dtypes.to_numpy(spec.dtype or "float32"))
+        given = np.array(spec.value)
     except (ValueError, TypeError):
-        raise ConstantLoadError("value is not a regular (rectangular) array of numbers") from None
+        given = np.array([], dtype=object)  # ragged
+    if given.dtype.kind not in "biuf" or given.dtype == object:
+        raise ConstantLoadError("value is not a regular (rectangular) array of numbers")
+    target = dtypes.to_numpy(spec.dtype or "float32")
+    _check_fits(given, target)
+    return given.astype(target)
+
+
+def _check_fits(given: np.ndarray, target: np.dtype) -> None:
+    if given.size == 0 or target.kind == "b" and given.dtype.kind == "b":
+        return
+    if target.kind in "biu":
+        if given.dtype.kind == "f" and not np.all(np.isfinite(given) & (np.floor(given) == given)):
+            bad = given[~(np.isfinite(given) & (np.floor(given) == given))].flat[0]
+            raise ConstantLoadError(f"{bad} is not an integer, but dtype is {target.name}")
+        low, high = (0, 1) if target.kind == "b" else (np.iinfo(target).min, np.iinfo(target).max)
+        outside = given[(given < low) | (given > high)]
+        if outside.size:
+            raise ConstantLoadError(f"{outside.flat[0]} is outside the range of {target.name} ({low} to {high})")
+        return
+    finite = np.isfinite(given.astype(np.float64))
+    too_big = given[finite & (np.abs(given.astype(np.float64)) > np.finfo(target).max)]
+    if too_big.size:
+        raise ConstantLoadError(f"{too_big.flat[0]} is beyond the range of {target.name} "
+                                f"(largest {np.finfo(target).max:.6g})")
 
 
 def _from_file(spec: ConstantSpec, base: Path) -> np.ndarray:
     path = (base / str(spec.file)).resolve()
-    if not path.is_file():
+    if not path.exists():
         raise ConstantLoadError(f"file not found: {display_name(path)} (paths are relative to {display_name(base)}/)")
     suffix = path.suffix.lower()
     try:
+        data = io.BytesIO(read_bytes(path, MAX_CONSTANT_BYTES))
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return native_order(np.load(data, allow_pickle=False))
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return _pick(dict(archive), spec.key, path)
+            with np.load(data, allow_pickle=False) as archive:
+                return native_order(_pick(dict(archive), spec.key, path))
         if suffix == ".safetensors":
-            from safetensors.numpy import load_file
+            from safetensors.numpy import load
 
-            return _pick(load_file(str(path)), spec.key, path)
+            return _pick(load(data.getvalue()), spec.key, path)
     except ConstantLoadError:
         raise
+    except FileReadError as exc:
+        raise ConstantLoadError(str(exc)) from None
     except Exception as exc:
         raise ConstantLoadError(f"cannot read {path.name}: {str(exc).splitlines()[0]}") from None
     raise ConstantLoadError(f"unsupported constant file type '{suffix}' (expected .npy, .npz or .safetensors)")

@@ -89,6 +89,8 @@ class KernelInfo:
     reference_path: Path
     reference_function: str
     location: Location | None = None  # where the kernel's source is declared (for compile errors)
+    args_location: Location | None = None  # where its 'args' list is (for signature mismatches)
+    arg_locations: tuple[Location, ...] = ()  # each argument's place in the description
 
     def arg(self, name: str) -> KernelArgInfo:
         return next(a for a in self.args if a.name == name)

@@ -39,6 +39,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if not isinstance(data, dict):
         raise ConfigError([smap.problem((), "a pipeline file must be a YAML mapping with the keys "
                                             "inputs, outputs, steps (and optionally dims, constants, snippets, kernels)")])
+    if {"entry", "args"} <= set(data) and "steps" not in data:
+        raise ConfigError([smap.problem((), "this is a kernel description, not a pipeline: name it under a "
+                                            "pipeline's 'kernels:' (e.g. kernels: {mine: path/to/this.yaml})")])
     problems, kernel_dirs, failed = _include_kernels(data, file.parent, smap)
     try:
         spec = PipelineSpec.model_validate(data)
@@ -65,7 +68,7 @@ def _include_kernels(data: dict, base: Path,
         if not isinstance(value, str):
             continue
         kfile = (base / value).resolve()
-        if not kfile.is_file():
+        if not kfile.exists():
             problems.append(smap.problem(("kernels", name), f"kernel file not found: {value} "
                                                             f"(paths are relative to the pipeline file)"))
             kernels[name] = {}  # keeps the name defined for the steps that use it
@@ -73,8 +76,9 @@ def _include_kernels(data: dict, base: Path,
             continue
         try:
             kdoc = load_yaml(kfile)
-        except ConfigError as exc:
-            problems += exc.problems
+        except ConfigError as exc:  # a problem with no line is about the file itself: show where it is named
+            problems += [p if p.location.line is not None else
+                         smap.problem(("kernels", name), f"kernel file {value}: {p.message}") for p in exc.problems]
             kernels[name] = {}
             failed.add(("kernels", name))
             continue
@@ -97,12 +101,15 @@ def _is_union_member(part: Any) -> bool:
 
 
 def _problem(path: YamlPath, errs: list[dict[str, Any]], smap: SourceMap) -> Problem:
+    ours = [e for e in errs if e["type"] in ("value_error", "assertion_error")]
+    if ours:  # a union member that matched the type but failed our own check: that check's message says why
+        errs = ours
     err = errs[0]
     kind, given = err["type"], err.get("input")
     if kind == "extra_forbidden":
         allowed = _allowed_keys(err["loc"][:-1])
         hint = difflib.get_close_matches(str(path[-1]), allowed, n=1)
-        msg = f"unknown key '{path[-1]}' (expected one of: {', '.join(allowed)})"
+        msg = f"unknown key '{path[-1]}'" + (f" (expected one of: {', '.join(allowed)})" if allowed else "")
         return smap.problem(path, msg + (f"; did you mean '{hint[0]}'?" if hint else ""), key=True)
     if kind == "missing":
         return smap.problem(path[:-1], f"missing required key '{path[-1]}'")
@@ -116,7 +123,10 @@ def _problem(path: YamlPath, errs: list[dict[str, Any]], smap: SourceMap) -> Pro
         msg = f"{_show(given)} is not a valid name (use letters, digits and _, not starting with a digit)"
     elif kind == "byte_size":
         msg = f"{_show(given)} is not a size (expected bytes or e.g. '256MiB', '1GiB')"
-    return smap.problem(path, msg[0].lower() + msg[1:] if msg else kind)
+    at_key = err["loc"][-1] == "[key]"  # a mapping key is wrong (e.g. a switch case 'abc'): point at it
+    if at_key:
+        msg = f"key {_show(path[-1])}: {msg[0].lower() + msg[1:]}" if msg else kind
+    return smap.problem(path, msg[0].lower() + msg[1:] if msg else kind, key=at_key)
 
 
 def _show(value: Any) -> str:
@@ -153,6 +163,9 @@ def _descend(tp: Any, part: Any) -> Any:
     if origin is typing.Annotated:
         return _descend(typing.get_args(tp)[0], part)
     if origin in (typing.Union, types.UnionType):
+        members = [m for m in typing.get_args(tp) if m is not type(None)]
+        if len(members) == 1:  # an optional value: descend into it
+            return _descend(members[0], part)
         return tp  # the next element of the location is the union's tag
     return None
 

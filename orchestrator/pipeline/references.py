@@ -9,6 +9,8 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
+from .source import FileReadError, read_text
+
 
 class ReferenceLoadError(ValueError):
     """The reference file cannot be imported or lacks the function."""
@@ -24,9 +26,16 @@ def load_reference(path: Path, function: str) -> Callable:
             raise ReferenceLoadError(f"cannot import {path.name}")
         module = importlib.util.module_from_spec(spec)
         try:
+            read_text(path)  # a regular UTF-8 file of sane size: a FIFO would block the import forever
             spec.loader.exec_module(module)
+        except FileReadError as exc:
+            raise ReferenceLoadError(str(exc)) from None
+        except SystemExit as exc:  # a module that exits would end `orchestrator validate` silently
+            raise ReferenceLoadError(f"importing {path.name} called sys.exit({exc.code!r}); a reference module "
+                                     f"must only define functions") from None
         except Exception as exc:
-            raise ReferenceLoadError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from None
+            raise ReferenceLoadError(f"importing {path.name} failed: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         sys.modules[module_name] = module
     func = getattr(module, function, None)
     if not callable(func):

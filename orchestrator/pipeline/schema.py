@@ -35,7 +35,7 @@ def _check_dim(value: int | str) -> int | str:
         if value < 0:
             raise ValueError(f"dimension {value} is negative")
         return value
-    shapes.parse(value)  # raises ShapeExprError (a ValueError) with a readable message
+    shapes.check_total(value)  # raises ShapeExprError (a ValueError) with a readable message
     return value
 
 
@@ -141,13 +141,34 @@ class KernelArg(Model):
         return self
 
 
+MAX_BLOCK = (1024, 1024, 64)  # CUDA's limits on every GPU since compute capability 2.0
+MAX_BLOCK_THREADS = 1024
+MAX_SHARED_BYTES = 48 << 10  # more dynamic shared memory needs an opt-in attribute the backend does not set
+
+
+def _check_block(value: list[int] | int) -> list[int] | int:
+    dims = [value] if isinstance(value, int) else value
+    if not 1 <= len(dims) <= 3:
+        raise ValueError(f"a block has 1 to 3 dimensions (x, y, z), got {len(dims)}")
+    for axis, (size, limit) in enumerate(zip(dims, MAX_BLOCK, strict=False)):
+        if size > limit:
+            raise ValueError(f"block dimension {'xyz'[axis]} is {size}; CUDA allows at most {limit}")
+    threads = dims[0] * (dims[1] if len(dims) > 1 else 1) * (dims[2] if len(dims) > 2 else 1)
+    if threads > MAX_BLOCK_THREADS:
+        raise ValueError(f"a block of {' x '.join(map(str, dims))} = {threads} threads; CUDA allows at most "
+                         f"{MAX_BLOCK_THREADS} threads per block")
+    return value
+
+
 class LaunchSpec(Model):
     """How many threads: one per element of a tensor argument (``threads``), or an explicit ``grid``."""
 
     threads: str | None = Field(None, description="one thread per element of this argument")
-    grid: list[DimExpr] | None = Field(None, max_length=3)
-    block: list[PositiveInt] | PositiveInt = 256
-    shared_bytes: int = Field(0, ge=0)
+    grid: list[DimExpr] | None = Field(None, min_length=1, max_length=3)
+    block: Annotated[list[PositiveInt] | PositiveInt, AfterValidator(_check_block)] = Field(
+        256, description="threads per block: x or [x, y, z], at most 1024 in all")
+    shared_bytes: int = Field(0, ge=0, le=MAX_SHARED_BYTES,
+                              description="dynamic shared memory per block, at most 48 KiB")
 
     @model_validator(mode="after")
     def _one_rule(self) -> LaunchSpec:

@@ -32,6 +32,7 @@ def parse(expr: str) -> ast.expr:
         if isinstance(node, ast.Call):
             if not (isinstance(node.func, ast.Name) and node.func.id in _FUNCS) or node.keywords:
                 raise ShapeExprError(f"'{expr}': only cdiv(a, b), min(...), max(...) may be called")
+            _check_arity(expr, node)
         elif isinstance(node, ast.BinOp):
             if type(node.op) not in _BINOPS:
                 raise ShapeExprError(f"'{expr}': only + - * // % are allowed")
@@ -41,6 +42,95 @@ def parse(expr: str) -> ast.expr:
         elif not isinstance(node, ast.Name | ast.Load | ast.operator):
             raise ShapeExprError(f"'{expr}': {type(node).__name__} is not allowed in a dimension expression")
     return tree
+
+
+def _check_arity(expr: str, call: ast.Call) -> None:
+    name, count = call.func.id, len(call.args)  # type: ignore[union-attr]
+    if any(isinstance(a, ast.Starred) for a in call.args):
+        raise ShapeExprError(f"'{expr}': {name}() takes plain arguments, not *args")
+    if name == "cdiv" and count != 2:
+        raise ShapeExprError(f"'{expr}': cdiv takes 2 arguments (cdiv(a, b) = a / b rounded up), got {count}")
+    if name != "cdiv" and count < 2:
+        raise ShapeExprError(f"'{expr}': {name} takes at least 2 arguments, got {count}")
+
+
+Interval = tuple[float, float]
+AT_LEAST_ONE: Interval = (1, math.inf)
+
+
+def check_total(expr: str) -> None:
+    """Refuse an expression that can fail for some dimensions: every divisor (of //, % and cdiv) must be at
+    least 1 whatever positive values its symbols take."""
+    for node in ast.walk(parse(expr)):
+        divisor = None
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.FloorDiv | ast.Mod):
+            divisor = node.right
+        elif isinstance(node, ast.Call) and node.func.id == "cdiv":  # type: ignore[union-attr]
+            divisor = node.args[1]
+        if divisor is not None and value_range(divisor, {}, AT_LEAST_ONE)[0] < 1:  # type: ignore[index]
+            raise ShapeExprError(f"'{expr}': the divisor '{ast.unparse(divisor)}' may be zero or negative "
+                                 f"(a divisor must be at least 1 for every dimension value >= 1)")
+
+
+def value_range(dim: Dim | ast.expr, bounds: Mapping[str, tuple[int, int]],
+                default: Interval | None = None) -> Interval | None:
+    """The smallest and largest value of a dimension when each symbol lies within ``bounds`` (symbols not
+    in ``bounds`` take ``default``; None if that is None too). Interval arithmetic: sound, not tight."""
+    if isinstance(dim, int):
+        return (dim, dim)
+    tree = parse(dim) if isinstance(dim, str) else dim
+    try:
+        return _range(tree, bounds, default)
+    except KeyError:
+        return None
+
+
+def _range(node: ast.expr, bounds: Mapping[str, tuple[int, int]], default: Interval | None) -> Interval:
+    if isinstance(node, ast.Constant):
+        return (node.value, node.value)
+    if isinstance(node, ast.Name):
+        if node.id in bounds:
+            return tuple(bounds[node.id])  # type: ignore[return-value]
+        if default is None:
+            raise KeyError(node.id)
+        return default
+    if isinstance(node, ast.Call):
+        parts = [_range(a, bounds, default) for a in node.args]
+        if node.func.id == "cdiv":  # type: ignore[union-attr]
+            if parts[1][0] < 1:
+                return (-math.inf, math.inf)  # a possibly-zero divisor: check_total refuses it
+            neg = _floordiv((-parts[0][1], -parts[0][0]), parts[1])
+            return (-neg[1], -neg[0])
+        pick = min if node.func.id == "min" else max  # type: ignore[union-attr]
+        return (pick(p[0] for p in parts), pick(p[1] for p in parts))
+    assert isinstance(node, ast.BinOp)
+    a, b = _range(node.left, bounds, default), _range(node.right, bounds, default)
+    if isinstance(node.op, ast.Add):
+        return (a[0] + b[0], a[1] + b[1])
+    if isinstance(node.op, ast.Sub):
+        return (a[0] - b[1], a[1] - b[0])
+    if isinstance(node.op, ast.Mult):
+        products = [_mul(x, y) for x in a for y in b]
+        return (min(products), max(products))
+    if b[0] < 1:
+        return (-math.inf, math.inf)  # a possibly-zero divisor: check_total refuses it
+    if isinstance(node.op, ast.FloorDiv):
+        return _floordiv(a, b)
+    return (0, b[1] - 1)  # % with a positive divisor
+
+
+def _mul(x: float, y: float) -> float:
+    return 0 if x == 0 or y == 0 else x * y
+
+
+def _floordiv(a: Interval, b: Interval) -> Interval:
+    """a // b for a divisor interval b >= 1."""
+    def div(x: float, y: float) -> float:
+        if math.isinf(y):
+            return 0 if x >= 0 else -1
+        return x if math.isinf(x) else x // y
+    values = [div(x, y) for x in a for y in b]
+    return (min(values), max(values))
 
 
 def symbols(dim: Dim) -> set[str]:

@@ -8,15 +8,91 @@ exact place in the file. A pipeline may pull in other YAML files (kernel descrip
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
 from ..errors import ConfigError, Location, Problem
 
 YamlPath = tuple[str | int, ...]
+
+MAX_YAML_BYTES = 4 << 20  # pipelines and kernel descriptions are hand-written: a few KiB
+MAX_TEXT_BYTES = 16 << 20  # kernel sources, headers, references
+MAX_DEPTH = 64  # nesting of mappings and sequences, aliases followed
+MAX_VALUES = 100_000  # values after expanding aliases (a "billion laughs" file expands to 10^9)
+
+_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
+
+
+class FileReadError(ValueError):
+    """A file cannot be read as what it should be; ``line``/``column`` point into it when known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.line, self.column = line, column
+
+
+def open_regular(path: Path, limit: int) -> BinaryIO:
+    """Open a regular file of at most ``limit`` bytes for reading. FIFOs and devices (also behind symlinks,
+    e.g. to /dev/zero) are refused by name instead of blocking or reading forever."""
+    name = display_name(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    except OSError as exc:
+        raise FileReadError(f"cannot read {name}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((k for test, k in _KINDS if test(info.st_mode)), "special file")
+        problem = f"{name} is a {kind}, not a regular file"
+    elif info.st_size > limit:
+        problem = f"{name} is {info.st_size:,} bytes; the limit for this kind of file is {limit:,}"
+    if problem:
+        os.close(fd)
+        raise FileReadError(problem)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (see ``open_regular``)."""
+    with open_regular(path, limit) as f:
+        data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
+    if len(data) > limit:
+        raise FileReadError(f"{display_name(path)} grew beyond {limit:,} bytes while being read")
+    return data
+
+
+def read_text(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
+    """A regular UTF-8 text file; binary or mis-encoded files raise FileReadError at the offending byte."""
+    data = read_bytes(path, limit)
+    nul = data.find(b"\0")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col(data, exc.start)
+        raise FileReadError(f"{display_name(path)} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line "
+                            f"{line}, column {col}){_binary_hint(path)}", line, col) from None
+    if nul >= 0:
+        line, col = _line_col(data, nul)
+        raise FileReadError(f"{display_name(path)} is a binary file (NUL byte at line {line}, column {col})"
+                            f"{_binary_hint(path)}", line, col)
+    return text
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    return data.count(b"\n", 0, offset) + 1, offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+
+
+def _binary_hint(path: Path) -> str:
+    hints = {".onnx": "an ONNX model: name it in a pipeline's 'snippets' and validate the pipeline",
+             ".npz": "a numpy archive: pass it with --inputs", ".npy": "a numpy array"}
+    hint = hints.get(path.suffix.lower())
+    return f"; this looks like {hint}" if hint else ""
 
 
 def format_path(path: YamlPath) -> str:
@@ -62,16 +138,79 @@ def load_yaml(path: Path) -> YamlDocument:
     """Parse a YAML file, raising a one-line ConfigError for syntax errors or duplicate keys."""
     name = display_name(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(Location(name), f"cannot read file: {exc.strerror}")]) from None
+        text = read_text(path, MAX_YAML_BYTES)
+    except FileReadError as exc:
+        message = str(exc).removeprefix(f"cannot read {name}: ")
+        message = f"cannot read file: {message}" if message != str(exc) else message.replace(f"{name} is ", "", 1)
+        raise ConfigError([Problem(Location(name, exc.line, exc.column), message)]) from None
     return parse_yaml(text, name)
 
 
+class _YamlLimit(yaml.MarkedYAMLError):
+    def __init__(self, mark: yaml.Mark, problem: str):
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader with nesting bounded while composing (deep nesting would hit Python's recursion
+    limit)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _YamlLimit(self.peek_event().start_mark, f"nesting deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def check_expansion(root: yaml.Node) -> None:
+    """Aliases share nodes: refuse a graph that contains itself (a recursive alias), that expands to more
+    than MAX_VALUES values, or that nests deeper than MAX_DEPTH once aliases are followed. Iterative, with
+    each shared node measured once, so a billion-laughs file is refused in microseconds."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (values, depth) once expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if id(node) in measured:
+            continue
+        kids = _children(node)
+        if not leaving:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            for kid in kids:
+                if id(kid) in open_nodes:
+                    raise _YamlLimit(kid.start_mark, "recursive alias: this anchored value contains itself")
+                stack.append((kid, False))
+            continue
+        open_nodes.discard(id(node))
+        values = 1 + sum(measured[id(k)][0] for k in kids)
+        depth = 1 + max((measured[id(k)][1] for k in kids), default=0)
+        if values > MAX_VALUES:
+            raise _YamlLimit(node.start_mark, f"aliases expand this value to more than {MAX_VALUES:,} values")
+        if depth > MAX_DEPTH:
+            raise _YamlLimit(node.start_mark, f"aliases nest this value deeper than {MAX_DEPTH} levels")
+        measured[id(node)] = (values, depth)
+
+
 def parse_yaml(text: str, name: str) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            check_expansion(node)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

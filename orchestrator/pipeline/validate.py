@@ -47,9 +47,10 @@ from .schema import (
     SwitchStep,
     WhileStep,
 )
-from .source import SourceMap, YamlPath, display_name
+from .source import FileReadError, SourceMap, YamlPath, display_name, read_text
 
 Scope = dict[str, TensorInfo]
+_CODE_NOISE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"', re.S)  # comments and string literals
 UNKNOWN = "?"  # dtype of a tensor whose producer failed validation: checks against it are skipped
 
 
@@ -148,7 +149,7 @@ class Validator:
     def snippet(self, name: str, spec: SnippetSpec) -> SnippetInfo | None:
         path = ("snippets", name)
         onnx_path = (self.base / spec.onnx).resolve()
-        if not onnx_path.is_file():
+        if not onnx_path.exists():
             self.error(path + ("onnx",), f"ONNX file not found: {display_name(onnx_path)} "
                                          f"(paths are relative to {display_name(self.base)}/)")
             return None
@@ -227,19 +228,24 @@ class Validator:
     def kernel(self, name: str, spec: KernelSpec, base: Path) -> KernelInfo | None:
         path = ("kernels", name)
         before = len(self.problems)
-        source_path, source = None, spec.code or ""
+        source_path, source = None, spec.code
         if spec.source is not None:
             source_path = (base / spec.source).resolve()
-            try:
-                source = source_path.read_text(encoding="utf-8")
-            except OSError:
+            if not source_path.exists():
                 self.error(path + ("source",), f"kernel source not found: {display_name(source_path)} "
                                                f"(paths are relative to {display_name(base)}/)")
-        if source and not re.search(rf"\b{re.escape(spec.entry)}\b", source):
-            self.error(path + ("entry",), f"entry point '{spec.entry}' does not appear in the kernel source")
+                source = None
+            else:
+                try:
+                    source = read_text(source_path)
+                except FileReadError as exc:
+                    self.error(path + ("source",), str(exc))
+                    source = None
+        if source is not None:
+            self.kernel_entry(spec, source, path + (("source",) if spec.source is not None else ("code",)))
         ref_file, _, ref_func = spec.reference.rpartition(":")
         ref_path = (base / ref_file).resolve()
-        if not ref_path.is_file():
+        if not ref_path.exists():
             self.error(path + ("reference",), f"reference file not found: {display_name(ref_path)}")
         else:
             try:
@@ -254,8 +260,10 @@ class Validator:
                      for a in spec.args)
         include_dirs = includes.include_dirs(source_path.parent if source_path else base, folders)
         where = self.smap.locate(path + (("source",) if spec.source is not None else ("code",)))
-        return KernelInfo(name, source, source_path, include_dirs, spec.entry, tuple(spec.template_args),
-                          dict(spec.defines), tuple(options), args, spec.launch, ref_path, ref_func, where)
+        return KernelInfo(name, source or "", source_path, include_dirs, spec.entry, tuple(spec.template_args),
+                          dict(spec.defines), tuple(options), args, spec.launch, ref_path, ref_func, where,
+                          self.smap.locate(path + ("args",), key=True),
+                          tuple(self.smap.locate(path + ("args", i)) for i in range(len(spec.args))))
 
     def kernel_includes(self, spec: KernelSpec, base: Path, path: YamlPath) -> tuple[list[Path], list[str]]:
         """-I folders from the options, resolved from the kernel description's folder (must exist)."""
@@ -265,6 +273,17 @@ class Validator:
                 self.error(path + ("options", index), f"include folder not found: {display_name(folder)} "
                                                       f"(relative -I paths are resolved from {display_name(base)}/)")
         return folders, options
+
+    def kernel_entry(self, spec: KernelSpec, source: str, where: YamlPath) -> None:
+        """The source has code, and the entry point appears in it outside comments and strings."""
+        code = _CODE_NOISE.sub(" ", source)
+        if not code.strip():
+            self.error(where, "the kernel source is empty (or only comments)")
+        elif not re.search(rf"\b{re.escape(spec.entry)}\b", code):
+            where = where[:-1] + ("entry",)
+            in_comment = re.search(rf"\b{re.escape(spec.entry)}\b", source) is not None
+            self.error(where, f"entry point '{spec.entry}' does not appear in the kernel source"
+                              + (" (only in a comment or string)" if in_comment else ""))
 
     def kernel_symbols(self, spec: KernelSpec, path: YamlPath) -> None:
         """Every symbol in out shapes, scalar values and the grid must be bound by an 'in' pattern."""
@@ -403,7 +422,7 @@ class Validator:
                 expected = dtype if layout == "linear" else f"{dtype} {layout}"
                 self.error(where, f"tensor '{tensor}' is {t.kind} but input '{port}' of {onnx_name} "
                                   f"expects {expected}{hint}")
-            mismatch = shapes.unify(spec.shape, t.shape, env)
+            mismatch = shapes.unify(spec.shape, t.shape, env) or self.fixed_dims(spec.shape, t.shape)
             if mismatch:
                 self.error(where, f"tensor '{tensor}' has shape {shapes.format_shape(t.shape)}; input "
                                   f"'{port}' of {onnx_name}: {mismatch}")
@@ -416,6 +435,21 @@ class Validator:
             self.define(tensor, dtype, shape, where, scope, layout)
             outputs[port] = tensor
         return SnippetCall(step_id, name, path, step.snippet, inputs, outputs)
+
+    def fixed_dims(self, pattern, actual) -> str | None:
+        """A fixed size in ``pattern`` (an ONNX model exported with batch 1) facing a symbolic size that the
+        pipeline's dims let take other values."""
+        bounds = {name: (b.min, b.max) for name, b in self.spec.dims.items()}
+        for axis, (want, got) in enumerate(zip(pattern, actual, strict=False)):
+            if not isinstance(want, int) or isinstance(got, int):
+                continue
+            span = shapes.value_range(got, bounds)
+            if span is not None and span != (want, want):
+                free = sorted(shapes.symbols(got))
+                dims = ", ".join(f"dims.{n}: {bounds[n][0]}..{bounds[n][1]}" for n in free)
+                return (f"dimension {axis} is fixed at {want}, but '{got}' ranges over {_span(span)} ({dims}); "
+                        f"export the model with a dynamic dimension there, or narrow the dims")
+        return None
 
     @staticmethod
     def output_dim(dim: shapes.Dim, env: dict, fresh: str) -> shapes.Dim:
@@ -479,7 +513,7 @@ class Validator:
             self.error(where, f"tensor '{bound}' is {t.dtype} but argument '{arg.name}' of kernel "
                               f"'{step.kernel}' expects {arg.dtype}")
         if arg.shape is not None:
-            mismatch = shapes.unify(arg.shape, t.shape, env)
+            mismatch = shapes.unify(arg.shape, t.shape, env) or self.fixed_dims(arg.shape, t.shape)
             if mismatch:
                 self.error(where, f"tensor '{bound}' has shape {shapes.format_shape(t.shape)}; argument "
                                   f"'{arg.name}' of kernel '{step.kernel}': {mismatch}")
@@ -679,6 +713,10 @@ class Validator:
         for name in self.spec.dims:
             if not any(name in shapes.symbols(d) for t in self.spec.inputs.values() for d in t.shape):
                 self.warn(("dims", name), f"dimension '{name}' is not used by any input shape")
+
+
+def _span(span: tuple[float, float]) -> str:
+    return "..".join(str(int(v)) if np.isfinite(v) else str(v) for v in span)
 
 
 def _provably_different(a, b) -> bool:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import ExecutionError, InputError
+from ...errors import DeviceError, InputError
 from ...lazy import lazy_import
 
 cu = lazy_import("cuda.bindings.driver")
 
 
-class CudaError(ExecutionError):
+class CudaError(DeviceError):
     """A CUDA driver call failed."""
 
 
