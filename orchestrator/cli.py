@@ -186,6 +186,23 @@ def _snip(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _optimize(args: argparse.Namespace) -> int:
+    from .surgery import optimize_file
+
+    report = optimize_file(Path(args.model), Path(args.output))
+    print(report.table())
+    print(f"{args.output} written; its outputs match {args.model} on the CPU (onnxruntime, random inputs)")
+    return EXIT_OK
+
+
+def _advise(args: argparse.Namespace) -> int:
+    from .advise import advise
+
+    inputs = _load_inputs(args.inputs) if args.inputs else None
+    print(advise(args.pipeline, inputs=inputs, device=args.device).text())
+    return EXIT_OK
+
+
 def _schema(args: argparse.Namespace) -> int:
     from .pipeline.schema import json_schema
 
@@ -261,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layout of the 4-D tensors between snippets; hwc8 (needs fp16) avoids TensorRT "
                         "reformats at every cut")
     p.set_defaults(func=_snip)
+
+    p = sub.add_parser("optimize", help="graph surgery on an ONNX model: fold constants, drop no-ops, CSE")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="where to write the optimised model")
+    p.set_defaults(func=_optimize)
+
+    p = sub.add_parser("advise", help="tensor-core channel counts, hwc8 boundaries, fp16 candidates (and error)")
+    p.add_argument("pipeline")
+    p.add_argument("--inputs", help=".npz inputs: also measure each snippet's fp16 vs fp32 error")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_advise)
 
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)

@@ -55,6 +55,7 @@ class SnippetInfo:
     inputs: dict[str, Port]
     outputs: dict[str, Port]
     formats: dict[str, str] = field(default_factory=dict)  # port -> layout, for ports that are not linear
+    optimize: bool = False  # graph surgery before building/running (surgery.snippet_onnx_bytes)
 
     def port_type(self, port: str) -> tuple[str, str]:
         """The dtype and layout the tensor bound to ``port`` has."""

@@ -109,6 +109,10 @@ class SnippetSpec(Model):
         {}, description="memory layout per ONNX input/output (default linear); 'hwc8' keeps a tensor passed "
                         "between fp16 snippets in TensorRT's FP16 channels-last format, so that no reformat "
                         "runs at the boundary (every snippet that reads the tensor must use it too)")
+    optimize: bool = Field(
+        False, description="run graph surgery (constant folding, no-op and trivial linear removal, common "
+                           "subexpressions; see `orchestrator optimize`) before the engine build and the CPU "
+                           "reference; the result is cached by content")
 
 
 class KernelArg(Model):

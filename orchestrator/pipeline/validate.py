@@ -174,7 +174,8 @@ class Validator:
                     continue
                 profile[port] = (tuple(bounds.min), tuple(bounds.opt), tuple(bounds.max))
         formats = self.formats(path, spec, onnx_path.name, {**inputs, **outputs})
-        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats)
+        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats,
+                           spec.optimize)
 
     def formats(self, path: YamlPath, spec: SnippetSpec, onnx_name: str, ports: dict) -> dict[str, str]:
         result = {}
