@@ -154,6 +154,8 @@ def _debug(args: argparse.Namespace) -> int:
     print(report.table())
     if args.dump:
         print(f"tensors, manifest.json and summary.txt written to {args.dump}")
+        if report.heatmaps:
+            print(f"heatmaps of {len(report.heatmaps)} image-like tensors: {Path(args.dump) / 'index.html'}")
     return EXIT_USER if report.first_divergence is not None else EXIT_OK
 
 
