@@ -168,3 +168,36 @@ def test_cli_optimize_writes_model_and_report(tmp_path, capsys):
     assert "eliminate_cse" in capsys.readouterr().out
     assert main(["optimize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")]) == 1
     assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_optimize_failure_is_reported_at_the_snippets_yaml_line(tmp_path, monkeypatch):
+    from orchestrator.errors import ConfigError
+    from orchestrator.pipeline.load import load_pipeline
+    from orchestrator.surgery import optimize
+
+    def broken(model):
+        raise RuntimeError("library says no")
+
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(optimize, "PASSES", (("fold_constants", "onnx-graphsurgeon", broken),))
+    (tmp_path / "m.onnx").write_bytes(WITH_PATTERN["identity_dropout"][0])
+    (tmp_path / "p.yaml").write_text("inputs: {x: {dtype: float32, shape: [N, 6]}}\noutputs: [y]\n"
+                                     "snippets:\n  m:\n    onnx: m.onnx\n    optimize: true\n"
+                                     "steps:\n  - snippet: m\n")
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(tmp_path / "p.yaml")
+    assert str(info.value) == (f"{tmp_path / 'p.yaml'}:6:15: snippets.m.optimize: m.onnx: pass fold_constants "
+                               f"(onnx-graphsurgeon) failed: library says no (optimize: false runs the model "
+                               f"as written)")
+    assert not (tmp_path / "cache" / "optimized").exists() or not any((tmp_path / "cache" / "optimized").iterdir())
+
+
+def test_models_onnxruntime_cannot_run_are_optimised_but_not_compared():
+    foo = helper.make_node("Foo", ["x"], ["y"], domain="my.ops")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["a"]), foo], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    graph.node[1].input[0] = "a"
+    custom = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
+    optimized, _ = optimize_bytes(custom.SerializeToString())
+    assert ops(optimized) == ["Foo"] and max_difference(custom.SerializeToString(), optimized) is None

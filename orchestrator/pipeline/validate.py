@@ -175,6 +175,12 @@ class Validator:
                     continue
                 profile[port] = (tuple(bounds.min), tuple(bounds.opt), tuple(bounds.max))
         formats = self.formats(path, spec, onnx_path.name, {**inputs, **outputs})
+        if spec.optimize:
+            from ..surgery.snippets import optimize_problem
+
+            problem = optimize_problem(onnx_path)
+            if problem:
+                self.error(path + ("optimize",), problem)
         return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats,
                            spec.optimize)
 

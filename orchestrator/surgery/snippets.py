@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import cache
+from ..errors import OrchestratorError
 from ..pipeline.ir import SnippetInfo
 from .optimize import VERSION, optimize_bytes
+from .verify import check_same_outputs
 
 
 def snippet_onnx_bytes(info: SnippetInfo, cache_root: Path | None = None) -> bytes:
@@ -30,5 +32,15 @@ def optimized_bytes(data: bytes, *, name: str, cache_root: Path | None = None) -
     if cached is not None:
         return cached
     optimized, _ = optimize_bytes(data, name=name)
+    check_same_outputs(data, optimized, name=name)
     cache.write_atomic(path, optimized)
     return optimized
+
+
+def optimize_problem(onnx_path: Path) -> str | None:
+    """Validation's check of ``optimize: true``: optimise now (filling the cache), or say why it cannot."""
+    try:
+        optimized_bytes(onnx_path.read_bytes(), name=onnx_path.name)
+    except OrchestratorError as exc:
+        return f"{exc} (optimize: false runs the model as written)"
+    return None

@@ -40,11 +40,16 @@ def run(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def max_difference(original: bytes, optimized: bytes, *, dim: int = 2) -> float:
-    """Largest |optimised - original| over all outputs, relative to 1 + the output's largest magnitude."""
-    feeds = random_feeds(original, dim=dim)
+def max_difference(original: bytes, optimized: bytes, *, dim: int = 2) -> float | None:
+    """Largest |optimised - original| over all outputs, relative to 1 + the output's largest magnitude;
+    None when the original itself cannot run on random inputs (e.g. integer inputs used as indices)."""
+    try:
+        feeds = random_feeds(original, dim=dim)
+        wanted = run(original, feeds)
+    except Exception:  # onnxruntime's own exception types: nothing to compare with
+        return None
     worst = 0.0
-    for want, got in zip(run(original, feeds), run(optimized, feeds), strict=True):
+    for want, got in zip(wanted, run(optimized, feeds), strict=True):
         if want.shape != got.shape:
             return float("inf")
         diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
@@ -55,6 +60,6 @@ def max_difference(original: bytes, optimized: bytes, *, dim: int = 2) -> float:
 def check_same_outputs(original: bytes, optimized: bytes, *, name: str, tolerance: float = 1e-4) -> None:
     """Raise if the optimised model computes something else (a bug in a pass, ours or a library's)."""
     worst = max_difference(original, optimized)
-    if not worst <= tolerance:
+    if worst is not None and not worst <= tolerance:
         raise InternalError(f"{name}: the optimised model's outputs differ from the original's "
                             f"(max relative error {worst:.3g} > {tolerance:g}); please report this model")
