@@ -69,3 +69,49 @@ def test_a_step_inside_a_branch_repeats_one_before_it(workdir):
   - {snippet: add, inputs: {a: y1, b: y2}, outputs: {c: z}}
 """)
     assert len(found) == 1 and "steps[1].then[0]" in found[0]
+
+
+CHAIN = """\
+  - {snippet: relu, name: a, inputs: {x: x}, outputs: {y: y1}}
+  - {snippet: relu, name: b, inputs: {x: x}, outputs: {y: y2}}
+  - {kernel: scale, name: c, args: {src: y1, dst: s1, factor: 2.0}}
+  - {kernel: scale, name: d, args: {src: y2, dst: s2, factor: 2.0}}
+  - {snippet: add, name: e, inputs: {a: s1, b: s2}, outputs: {c: z}}
+"""
+
+
+def steps_of(pipeline):
+    from orchestrator.pipeline.ir import walk
+
+    return [n.name for n in walk(pipeline.body)]
+
+
+def test_optimize_computes_repeats_once_and_outputs_do_not_change(workdir):
+    import numpy as np
+
+    from orchestrator import Orchestrator
+
+    plain = load_pipeline(write(workdir, HEAD + CHAIN, "plain.yaml"))
+    optimized = load_pipeline(write(workdir, "optimize: true\n" + HEAD + CHAIN, "opt.yaml"))
+    assert steps_of(plain) == ["a", "b", "c", "d", "e"]
+    assert steps_of(optimized) == ["a", "c", "e"]  # d repeats c only once b's output is a's
+    e = [n for n in optimized.body if n.name == "e"][0]
+    assert e.inputs == {"a": "s1", "b": "s1"} and "y2" not in optimized.tensors and "s2" not in optimized.tensors
+    assert not [w for w in optimized.warnings if "computed but never used" in w.message]
+    assert "(optimize: true computes it once)" in str(optimized.warnings[0])
+    x = {"x": np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4), "flag": 1}
+    np.testing.assert_array_equal(Orchestrator(optimized, device="cpu").run(x)["z"],
+                                  Orchestrator(plain, device="cpu").run(x)["z"])
+
+
+def test_optimize_keeps_repeats_whose_outputs_are_named_outside(workdir):
+    text = "optimize: true\n" + HEAD.replace("outputs: [z]", "outputs: [z, y2]") + CHAIN
+    assert steps_of(load_pipeline(write(workdir, text))) == ["a", "b", "c", "d", "e"]  # y2 is an output
+    branch = """\
+  - {snippet: relu, name: a, inputs: {x: x}, outputs: {y: y1}}
+  - if: flag
+    then: [{snippet: relu, name: b, inputs: {x: x}, outputs: {y: y2}}]
+    else: [{snippet: add, name: c, inputs: {a: y1, b: x}, outputs: {c: y2}}]
+  - {snippet: add, name: e, inputs: {a: y1, b: y2}, outputs: {c: z}}
+"""
+    assert steps_of(load_pipeline(write(workdir, "optimize: true\n" + HEAD + branch))) == ["a", "if", "b", "c", "e"]

@@ -268,6 +268,10 @@ class PipelineSpec(Model):
     kernels: dict[Name, KernelSpec] = Field(
         {}, description="inline kernel descriptions, or the path of a kernel YAML file (a string)")
     steps: list[Step] = Field(min_length=1)
+    optimize: bool = Field(
+        False, description="compute a step that repeats an earlier one (same snippet or kernel, arguments and "
+                           "tensors) once, reading the earlier step's outputs instead (snippets have their own "
+                           "'optimize' for graph surgery)")
 
 
 for _model in (IfStep, SwitchStep, WhileStep, PipelineSpec):

@@ -99,7 +99,7 @@ class Validator:
         self.failed_kernels = set(self.spec.kernels) - set(kernels)
         body = self.block(self.spec.steps, ("steps",), scope)
         outputs = self.outputs(scope)
-        self.duplicate_steps(body, {})
+        body = self.duplicate_steps(body)
         self.unused(inputs, constants)
         self.unused_definitions(snippets, kernels)
         errors = [p for p in self.problems if p.severity == "error"]
@@ -648,25 +648,25 @@ class Validator:
             what = "is never used" if t.origin != "step" else "is computed but never used"
             self.warn(t.path, f"{kind} '{name}' {what}")
 
-    def duplicate_steps(self, body: tuple[Node, ...], seen: dict) -> None:
-        """Warn where a step runs the same snippet or kernel with the same arguments on the same tensors as
-        an earlier step that always runs before it (same branch or an enclosing one; within one loop body)."""
-        for node in body:
-            if isinstance(node, SnippetCall):
-                key = ("snippet", node.snippet, tuple(sorted(node.inputs.items())))
-            elif isinstance(node, KernelCall):
-                ins = tuple(sorted((a, node.tensors.get(a)) for a in node.in_args))
-                key = ("kernel", node.kernel, ins, tuple(sorted(node.scalars.items(), key=lambda kv: kv[0])))
-            else:
-                for branch in node.branches:  # a loop body starts afresh: its state changes every iteration
-                    self.duplicate_steps(branch, {} if isinstance(node, WhileBlock) else dict(seen))
-                continue
-            first = seen.setdefault(key, node)
-            if first is not node:
-                what, target = key[0], key[1]
-                self.warn(node.path, f"step '{node.name}' repeats step '{first.name}' at {self.where(first.path)}: "
-                                     f"the same {what} '{target}' on the same tensors and arguments; use its "
-                                     f"outputs ({', '.join(first.writes)}) instead of computing them twice")
+    def duplicate_steps(self, body: tuple[Node, ...]) -> tuple[Node, ...]:
+        """Warn where a step repeats an earlier one (see surgery/steps.py); with ``optimize: true``, the
+        body with repeats computed once (their tensors renamed to the first step's)."""
+        from ..surgery.steps import deduplicate, find_duplicates
+
+        for first, repeat in find_duplicates(body):
+            what, target = ("snippet", repeat.snippet) if isinstance(repeat, SnippetCall) else ("kernel", repeat.kernel)
+            self.warn(repeat.path, f"step '{repeat.name}' repeats step '{first.name}' at {self.where(first.path)}: "
+                                   f"the same {what} '{target}' on the same tensors and arguments; use its "
+                                   f"outputs ({', '.join(first.writes)}) instead of computing them twice"
+                                   + (" (optimize: true computes it once)" if self.spec.optimize else ""))
+        if not self.spec.optimize:
+            return body
+        body, renamed = deduplicate(body, tuple(self.spec.outputs))
+        for tensor, first in renamed.items():
+            self.tensors.pop(tensor, None)
+            if tensor in self.used:
+                self.used.add(first)  # its readers now read the first step's tensor
+        return body
 
     def unused_definitions(self, snippets, kernels) -> None:
         for name in snippets:
