@@ -201,3 +201,38 @@ def test_models_onnxruntime_cannot_run_are_optimised_but_not_compared():
     custom = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
     optimized, _ = optimize_bytes(custom.SerializeToString())
     assert ops(optimized) == ["Foo"] and max_difference(custom.SerializeToString(), optimized) is None
+
+
+def test_snippet_bytes_are_optimised_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from orchestrator.pipeline.load import load_pipeline
+    from orchestrator.surgery import optimize, snippet_onnx_bytes
+
+    (tmp_path / "m.onnx").write_bytes(WITH_PATTERN["same_conv_twice"][0])
+    (tmp_path / "p.yaml").write_text("inputs: {x: {dtype: float32, shape: [N, 4, 8, 8]}}\noutputs: [y]\n"
+                                     "snippets: {m: {onnx: m.onnx, optimize: true}}\nsteps:\n  - snippet: m\n")
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "cache"))
+    info = load_pipeline(tmp_path / "p.yaml").snippets["m"]  # validation optimises and caches
+    monkeypatch.setattr(optimize, "PASSES", ())  # a second optimisation would now fail
+    data = snippet_onnx_bytes(info)
+    assert ops(data).count("Conv") == 1
+    plain = snippet_onnx_bytes(__import__("dataclasses").replace(info, optimize=False))
+    assert plain == (tmp_path / "m.onnx").read_bytes()
+
+
+@pytest.mark.gpu
+def test_optimised_snippet_runs_on_the_gpu_like_the_cpu(tmp_path):
+    from orchestrator import Orchestrator
+    from orchestrator.api import cuda_backend_status
+
+    ok, why = cuda_backend_status()
+    if not ok:
+        pytest.skip(why)
+    (tmp_path / "m.onnx").write_bytes(WITH_PATTERN["same_conv_twice"][0])
+    (tmp_path / "p.yaml").write_text("dims: {N: {min: 1, opt: 2, max: 2}}\n"
+                                     "inputs: {x: {dtype: float32, shape: [N, 4, 8, 8]}}\noutputs: [y]\n"
+                                     "snippets: {m: {onnx: m.onnx, optimize: true}}\nsteps:\n  - snippet: m\n")
+    x = {"x": RNG.standard_normal((2, 4, 8, 8)).astype(np.float32)}
+    with Orchestrator.from_yaml(tmp_path / "p.yaml", device="cuda") as gpu:
+        got = gpu.run(x)["y"]
+    want = Orchestrator.from_yaml(tmp_path / "p.yaml", device="cpu").run(x)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
