@@ -35,11 +35,11 @@ class ChannelAdvice:
     count: int
 
     def line(self) -> str:
-        pads = [f"{_round_up(self.count, m)} for {kind} (+{_round_up(self.count, m) - self.count})"
-                for kind, m in (("FP16", FP16_MULTIPLE), *(("INT8", m) for m in INT8_MULTIPLES))
-                if self.count % m]
-        return (f"snippet '{self.snippet}': {self.op} '{self.node}' {self.dimension} = {self.count}: "
-                f"pad to {', '.join(pads)}")
+        n = self.count
+        int8 = sorted({_round_up(n, m) for m in INT8_MULTIPLES})
+        pads = [f"{_round_up(n, FP16_MULTIPLE)} for FP16 (+{_round_up(n, FP16_MULTIPLE) - n})"] if n % FP16_MULTIPLE else []
+        pads.append(" or ".join(f"{p} (+{p - n})" for p in int8) + " for INT8")
+        return f"snippet '{self.snippet}': {self.op} '{self.node}' {self.dimension} = {n}: pad to {', '.join(pads)}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ def _load(info: SnippetInfo):
 
 
 def channel_advice(snippet: str, model) -> list[ChannelAdvice]:
-    """Conv (group 1) input/output channels and MatMul/Gemm K and N that are not multiples of 8."""
+    """Conv (group 1) input/output channels and MatMul/Gemm K and N that are not multiples of 16 (INT8's
+    minimum, and so of FP16's 8 too); each line gives the padded sizes for the multiples it misses."""
     from onnx import helper
 
     dims = _known_dims(model)
@@ -139,7 +140,7 @@ def channel_advice(snippet: str, model) -> list[ChannelAdvice]:
                 trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
                 counts = [("K", a[-2] if trans_a else a[-1]), ("N", b[-2] if trans_b else b[-1])]
         found += [ChannelAdvice(snippet, name, node.op_type, what, n) for what, n in counts
-                  if isinstance(n, int) and n > 0 and n % FP16_MULTIPLE]
+                  if isinstance(n, int) and n > 0 and n % INT8_MULTIPLES[0]]  # 8 | 16: covers FP16 too
     return found
 
 

@@ -41,8 +41,10 @@ def test_channel_counts_that_miss_tensor_core_multiples_get_their_padding():
     assert got == {("conv0", "input channels", 3), ("conv1", "output channels", 12),
                    ("conv2", "input channels", 12), ("fc", "N", 10)}
     line = next(c for c in found if c.count == 12).line()
-    assert "pad to 16 for FP16 (+4), 16 for INT8 (+4), 32 for INT8 (+20)" in line
-    assert channel_advice("s", conv_model([8, 16, 32])) == []
+    assert line.endswith("conv1' output channels = 12: pad to 16 for FP16 (+4), 16 (+4) or 32 (+20) for INT8")
+    assert channel_advice("s", conv_model([16, 32, 64])) == []
+    [int8_only] = channel_advice("s", conv_model([24, 32]))
+    assert int8_only.line().endswith("input channels = 24: pad to 32 (+8) for INT8")
 
 
 def test_fp16_candidates_need_heavy_nodes_and_weights_in_range():
