@@ -186,7 +186,8 @@ def hwc8_candidates(pipeline: Pipeline) -> list[str]:
     for tensor, producer in producers.items():
         info = pipeline.tensors[tensor]
         users = readers.get(tensor, [])
-        if info.layout != "linear" or len(info.shape) != 4 or tensor in pipeline.outputs or not users:
+        if info.layout != "linear" or len(info.shape) != 4 or tensor in pipeline.outputs or not users \
+                or info.dtype not in ("float32", "float16"):
             continue
         if not all(isinstance(u, SnippetCall) for u in users):
             continue
