@@ -5,7 +5,9 @@ The network is the same ResNet-50 as the ONNX file (torchvision's architecture w
 into the convolutions): an ``nn.Module`` of that architecture takes the ONNX file's weights in order, and
 ``--check`` compares its output with onnxruntime's. Timed: the network alone and the full pipeline
 (uint8 HWC image -> normalise -> network -> softmax -> top-5), eager and with CUDA graphs, by CUDA
-events; and the peak memory PyTorch allocated for one run.
+events; and the peak memory PyTorch allocated for one run. The baselines a user would pick are timed too
+(``*_cl``: channels-last model and activations): CUDA graphs channels-last, and (unless ``--no-compile``)
+``torch.compile(mode="reduce-overhead")``, which adds its own CUDA graphs; its compile time is recorded.
 """
 
 from __future__ import annotations
@@ -83,15 +85,16 @@ def load_onnx_weights(model: ResNet50, path: Path) -> None:
 class Pipeline(nn.Module):
     """uint8 [N, H, W, 3] -> normalised NCHW -> network -> softmax -> top-5 (probabilities, indices)."""
 
-    def __init__(self, net: nn.Module, dtype: torch.dtype):
+    def __init__(self, net: nn.Module, dtype: torch.dtype, channels_last: bool = False):
         super().__init__()
         self.net, self.dtype = net, dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     def forward(self, image: torch.Tensor):
         x = image.permute(0, 3, 1, 2).float() / 255
-        x = ((x - self.mean) / self.std).to(self.dtype)
+        x = ((x - self.mean) / self.std).to(self.dtype).contiguous(memory_format=self.memory_format)
         probs = torch.softmax(self.net(x).float(), dim=-1)
         return torch.topk(probs, 5, dim=-1)
 
@@ -125,6 +128,29 @@ def graphed(fn, *args):
     return graph.replay
 
 
+def channels_last_runs(net: nn.Module, x: torch.Tensor, image: torch.Tensor, dtype: torch.dtype, iters: int,
+                       compile_too: bool) -> dict:
+    """The network and the pipeline channels-last: CUDA graphs, and torch.compile(mode="reduce-overhead")."""
+    import copy
+    import time
+
+    net = copy.deepcopy(net).to(memory_format=torch.channels_last)  # the other runs keep their own layout
+    x = x.contiguous(memory_format=torch.channels_last)
+    pipeline = Pipeline(net, dtype, channels_last=True).cuda()
+    runs = {"network_graph_cl": time_cuda(graphed(net, x), iters),
+            "pipeline_graph_cl": time_cuda(graphed(pipeline, image), iters)}
+    if compile_too:
+        for name, module, arg in (("network", net, x), ("pipeline", pipeline, image)):
+            compiled = torch.compile(module, mode="reduce-overhead")
+            start = time.perf_counter()
+            for _ in range(3):  # compiles, then records its CUDA graph
+                compiled(arg)
+            torch.cuda.synchronize()
+            runs[f"{name}_compiled_cl_compile_s"] = time.perf_counter() - start
+            runs[f"{name}_compiled_cl"] = time_cuda(lambda c=compiled, a=arg: c(a), iters)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", type=Path)
@@ -133,6 +159,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--check", action="store_true", help="compare with onnxruntime on the CPU first")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time torch.compile(mode='reduce-overhead') channels-last (compiles for minutes)")
     args = parser.parse_args()
     net = ResNet50().eval()
     load_onnx_weights(net, args.model)
@@ -178,6 +206,8 @@ def main() -> None:
                     "pipeline_graph": time_cuda(graphed(pipeline, image), args.iters),
                     "peak_activation_bytes": peak,  # allocated during one pipeline run, beyond weights
                 }
+                result["runs"][f"{precision}_b{batch}"].update(
+                    channels_last_runs(model, x, image, dtype, args.iters, args.compile))
             print(precision, batch, json.dumps(result["runs"][f"{precision}_b{batch}"]), flush=True)
             if args.out:  # after each configuration: a timed-out run keeps what it measured
                 args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -187,6 +187,8 @@ def _debug(args: argparse.Namespace) -> int:
     print(report.table())
     if args.dump:
         print(f"tensors, manifest.json and summary.txt written to {args.dump}")
+        if report.heatmaps:
+            print(f"heatmaps of {len(report.heatmaps)} image-like tensors: {Path(args.dump) / 'index.html'}")
     return EXIT_USER if report.first_divergence is not None else EXIT_OK
 
 
@@ -284,6 +286,24 @@ def _graph(args: argparse.Namespace) -> int:
     print(f"  no SVG: {why_not}" if why_not else f"  and {svg}")
     if args.mermaid:
         print(diagram.mermaid(drawing), end="")
+    return EXIT_OK
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from .surgery import optimize_file
+
+    report = optimize_file(Path(args.model), Path(args.output))
+    print(report.table())
+    print(f"{args.output} written; its outputs match {args.model} on the CPU (onnxruntime, random inputs)")
+    return EXIT_OK
+
+
+def _advise(args: argparse.Namespace) -> int:
+    from .advise import advise
+    from .pipeline.load import load_pipeline
+
+    inputs = _inputs(args, load_pipeline(args.pipeline)) if args.inputs else None
+    print(advise(args.pipeline, inputs=inputs, device=args.device).text())
     return EXIT_OK
 
 
@@ -392,13 +412,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mermaid", action="store_true", help="also print the Mermaid text")
     p.set_defaults(func=_graph)
 
+    p = sub.add_parser("optimize", help="graph surgery on an ONNX model: fold constants, drop no-ops, CSE")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="where to write the optimised model")
+    p.set_defaults(func=_optimize)
+
+    p = sub.add_parser("advise", help="tensor-core channel counts, hwc8 boundaries, fp16 candidates (and error)")
+    p.add_argument("pipeline")
+    _input_arguments(p, required=False)  # with inputs, also measure each snippet's fp16 vs fp32 error
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_advise)
+
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)
     return parser
 
 
-def _input_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--inputs", required=True, metavar="FILE.npz|random",
+def _input_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--inputs", required=required, metavar="FILE.npz|random",
                    help="an .npz file with one array per input, or 'random': seeded random inputs with every "
                         "dimension within its bounds")
     p.add_argument("--seed", type=int, help="seed of --inputs random (default 0)")

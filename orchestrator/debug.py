@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import heatmap
 from .decisions import block_kind
 from .errors import ExecutionError, OrchestratorError
 from .pipeline.ir import IfBlock, Node, Pipeline, SnippetCall, Step, SwitchBlock, WhileBlock
@@ -100,6 +101,7 @@ class DebugReport:
     comparisons: list[StepComparison] = field(default_factory=list)
     isolated: str | None = None  # verdict of re-running the first diverging step in isolation
     decisions: list[tuple[int, str, str, str]] = field(default_factory=list)  # (records before, block, kind, taken)
+    heatmaps: list = field(default_factory=list)  # heatmap.Heatmap, written with a dump and a comparison
 
     @property
     def first_divergence(self) -> StepComparison | None:
@@ -248,7 +250,8 @@ class DebugObserver:
         manifest = {"pipeline": self.pipeline.name, "tensors": self._manifest,
                     "branches": [{"block": b, "taken": t} for b, t in self.branches]}
         (self.dump_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        (self.dump_dir / "summary.txt").write_text(report.table() + "\n")
+        links = heatmap.summary_lines(report.heatmaps) if report.heatmaps else []
+        (self.dump_dir / "summary.txt").write_text("\n".join([report.table(), *links]) + "\n")
 
 
 def _kind(step: Step) -> str:
@@ -371,6 +374,8 @@ def debug_run(orch: Any, inputs: Mapping[str, Any], *, dump_dir: str | Path | No
         first = report.first_divergence
         if first is not None and not first.missing:
             report.isolated = rerun_isolated(other.pipeline, first.record, atol, rtol)
+        if dump_dir:
+            report.heatmaps = heatmap.write_heatmaps(Path(dump_dir), report.records, other_observer.records)
     observer.finish(report)
     return report
 

@@ -122,4 +122,4 @@ def test_help_lists_every_command(capsys):
         assert f"\n    {name} " in out
         assert f"`orchestrator {name}" in readme, f"README does not document '{name}'"
         for option in ("--inputs", "--set", "--seed"):
-            assert (option in sub.format_help()) == (name in ("run", "debug", "profile"))
+            assert (option in sub.format_help()) == (name in ("run", "debug", "profile", "advise"))

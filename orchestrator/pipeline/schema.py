@@ -117,6 +117,10 @@ class SnippetSpec(Model):
     keep_fp32: list[str] = Field(
         [], description="ONNX op types (e.g. ReduceMean) or node names that a converted fp16/bf16 model "
                         "keeps in float32 (e.g. reductions that would overflow)")
+    optimize: bool = Field(
+        False, description="run graph surgery (constant folding, no-op and trivial linear removal, common "
+                           "subexpressions; see `orchestrator optimize`) before the engine build and the CPU "
+                           "reference; the result is cached by content")
 
 
 class KernelArg(Model):
@@ -293,6 +297,10 @@ class PipelineSpec(Model):
     kernels: dict[Name, KernelSpec] = Field(
         {}, description="inline kernel descriptions, or the path of a kernel YAML file (a string)")
     steps: list[Step] = Field(min_length=1)
+    optimize: bool = Field(
+        False, description="compute a step that repeats an earlier one (same snippet or kernel, arguments and "
+                           "tensors) once, reading the earlier step's outputs instead (snippets have their own "
+                           "'optimize' for graph surgery)")
 
 
 for _model in (IfStep, SwitchStep, WhileStep, PipelineSpec):

@@ -101,6 +101,7 @@ class Validator:
         self.failed_kernels = set(self.spec.kernels) - set(kernels)
         body = self.block(self.spec.steps, ("steps",), scope)
         outputs = self.outputs(scope)
+        body = self.duplicate_steps(body)
         self.unused(inputs, constants)
         self.unused_definitions(snippets, kernels)
         errors = [p for p in self.problems if p.severity == "error"]
@@ -176,10 +177,15 @@ class Validator:
                     continue
                 profile[port] = (tuple(bounds.min), tuple(bounds.opt), tuple(bounds.max))
         formats = self.formats(path, spec, onnx_path.name, {**inputs, **outputs})
+        if spec.optimize:
+            from ..surgery.snippets import optimize_problem
+
+            problem = optimize_problem(onnx_path)
+            if problem:
+                self.error(path + ("optimize",), problem)
         self.precision_options(path, spec, onnx_path)
         return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats,
-                           spec.precision_path, tuple(spec.keep_fp32))
-
+                           spec.precision_path, tuple(spec.keep_fp32), spec.optimize)
     def precision_options(self, path: YamlPath, spec: SnippetSpec, onnx_path: Path) -> None:
         if spec.precision == "fp32":
             for key in ("precision_path", "keep_fp32"):
@@ -702,6 +708,26 @@ class Validator:
             kind = {"input": "input", "host": "input", "constant": "constant"}.get(t.origin, "tensor")
             what = "is never used" if t.origin != "step" else "is computed but never used"
             self.warn(t.path, f"{kind} '{name}' {what}")
+
+    def duplicate_steps(self, body: tuple[Node, ...]) -> tuple[Node, ...]:
+        """Warn where a step repeats an earlier one (see surgery/steps.py); with ``optimize: true``, the
+        body with repeats computed once (their tensors renamed to the first step's)."""
+        from ..surgery.steps import deduplicate, find_duplicates
+
+        for first, repeat in find_duplicates(body):
+            what, target = ("snippet", repeat.snippet) if isinstance(repeat, SnippetCall) else ("kernel", repeat.kernel)
+            self.warn(repeat.path, f"step '{repeat.name}' repeats step '{first.name}' at {self.where(first.path)}: "
+                                   f"the same {what} '{target}' on the same tensors and arguments; use its "
+                                   f"outputs ({', '.join(first.writes)}) instead of computing them twice"
+                                   + (" (optimize: true computes it once)" if self.spec.optimize else ""))
+        if not self.spec.optimize:
+            return body
+        body, renamed = deduplicate(body, tuple(self.spec.outputs))
+        for tensor, first in renamed.items():
+            self.tensors.pop(tensor, None)
+            if tensor in self.used:
+                self.used.add(first)  # its readers now read the first step's tensor
+        return body
 
     def unused_definitions(self, snippets, kernels) -> None:
         for name in snippets:

@@ -7,6 +7,7 @@ import numpy as np
 from ... import dtypes
 from ...errors import ExecutionError
 from ...pipeline.ir import SnippetInfo
+from ...surgery.snippets import snippet_onnx_bytes
 
 
 class OnnxRuntimeSnippet:
@@ -18,7 +19,8 @@ class OnnxRuntimeSnippet:
         options = ort.SessionOptions()
         options.log_severity_level = 4  # errors come back as exceptions; no stderr noise
         self.info = info
-        self.session = ort.InferenceSession(str(info.onnx_path), options, providers=["CPUExecutionProvider"])
+        model = snippet_onnx_bytes(info)  # the same graph the engine is built from (optimize: true)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.output_names = list(info.outputs)
         # Ports with a pinned format hold FP16 tensors; onnxruntime computes in the model's own dtypes.
         self.onnx_dtypes = {p: dtypes.to_numpy(info.inputs[p].dtype) for p in info.formats if p in info.inputs}

@@ -12,6 +12,7 @@ from ... import cache
 from ...errors import CompileError, ExecutionError
 from ...pipeline.ir import SnippetInfo
 from ...precision import Conversion, converted
+from ...surgery.snippets import snippet_onnx_bytes
 from . import trt
 from .driver import DeviceInfo
 
@@ -51,7 +52,7 @@ class EngineCache:
         return Conversion(info.precision, info.keep_fp32, hwc8)
 
     def engine(self, info: SnippetInfo, profile: Profile, copies: int = 1) -> Any:
-        onnx_bytes = info.onnx_path.read_bytes()
+        onnx_bytes = snippet_onnx_bytes(info, cache_root=self.root)  # optimised when the snippet asks
         path = self.root / "engines" / f"{info.name}-{self.key(info, onnx_bytes, profile, copies)[:32]}.engine"
         data = cache.read(path)
         if data is not None:

@@ -1,0 +1,78 @@
+"""What a model costs: node counts, estimated FLOPs and weight bytes, so each pass can say what it removed.
+
+FLOPs are estimated from ONNX shape inference with every symbolic dimension set to 1 (a batch of one):
+2·MACs for Conv, ConvTranspose, MatMul and Gemm, one per output element for everything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+_CONTRACTIONS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+
+
+@dataclass(frozen=True)
+class Cost:
+    ops: Counter
+    flops: int
+    weight_bytes: int
+
+    @property
+    def nodes(self) -> int:
+        return sum(self.ops.values())
+
+
+def cost(model) -> Cost:
+    """The node count by op type, estimated FLOPs at batch 1, and bytes of initializers and Constants."""
+    shapes = _static_shapes(model)
+    graph = model.graph
+    flops = sum(_node_flops(node, shapes) for node in graph.node)
+    weights = sum(_tensor_bytes(t) for t in graph.initializer)
+    weights += sum(_tensor_bytes(a.t) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.t.dims)
+    return Cost(Counter(n.op_type for n in graph.node), flops, weights)
+
+
+def _tensor_bytes(tensor) -> int:
+    from onnx import helper
+
+    count = int(np.prod(tensor.dims)) if tensor.dims else 1
+    return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+
+
+def _static_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Shapes of every tensor shape inference can tell, symbolic dimensions of the inputs set to 1."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in model.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    with contextlib.suppress(Exception):  # an estimate only: unknown shapes count as one element
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    graph = model.graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+    return shapes
+
+
+def _node_flops(node, shapes: dict[str, tuple[int, ...]]) -> int:
+    out = int(np.prod(shapes.get(node.output[0], (1,)))) if node.output else 0
+    if node.op_type not in _CONTRACTIONS:
+        return out
+    if node.op_type in ("Conv", "ConvTranspose"):
+        weight = shapes.get(node.input[1], ())
+        reduce = int(np.prod(weight[1:])) if len(weight) > 1 else 1
+        if node.op_type == "ConvTranspose":  # every input element meets the whole kernel
+            return 2 * int(np.prod(shapes.get(node.input[0], (1,)))) * int(np.prod(weight[1:] or (1,)))
+        return 2 * out * reduce
+    a = shapes.get(node.input[0], ())
+    trans_a = any(att.name == "transA" and att.i for att in node.attribute)
+    k = (a[-2] if trans_a else a[-1]) if len(a) >= 2 else (a[0] if a else 1)
+    return 2 * out * k
