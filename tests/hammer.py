@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from conftest import write
+import onnx
+from conftest import KERNEL_CU, KERNEL_YAML, REF_PY, tiny_model, write
 
 PIPELINE = """\
 dims:
@@ -54,8 +55,13 @@ steps:
 FACTORS = {0: 2.0, 1: 15.0}
 
 
-def pipeline(workdir: Path) -> Path:
-    return write(workdir, PIPELINE, "hammer.yaml")
+def pipeline(folder: Path) -> Path:
+    """The hammer pipeline in ``folder`` (with the relu snippet and the scale kernel it uses)."""
+    if not (folder / "relu.onnx").exists():
+        onnx.save(tiny_model("Relu", ["x"], ["y"]), str(folder / "relu.onnx"))
+        for name, text in (("scale.yaml", KERNEL_YAML), ("scale.cu", KERNEL_CU), ("ref.py", REF_PY)):
+            (folder / name).write_text(text)
+    return write(folder, PIPELINE, "hammer.yaml")
 
 
 def make_inputs(rng: np.random.Generator) -> dict:
