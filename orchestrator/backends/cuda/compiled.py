@@ -9,13 +9,14 @@ from collections import Counter
 from typing import Any
 
 from ... import cache
+from ...errors import MissingDependencyError
 from ...kernels.nvrtc import compile_kernel
 from ...options import RunOptions
 from ...pipeline.ir import IfBlock, Pipeline, SnippetCall, SwitchBlock, WhileBlock, walk
 from ...planning import concrete_shapes, dims_at, tensor_bytes
 from ..base import Backend, CompiledPipeline
 from .arena import ArenaLayout, layout_arena
-from .driver import Context
+from .driver import Context, check, cu
 from .kernel import LoadedKernel
 from .snippet import EngineCache, Profile, TensorRTSnippet
 
@@ -26,6 +27,7 @@ class CudaCompiled(CompiledPipeline):
     def __init__(self, pipeline: Pipeline, options: RunOptions):
         super().__init__(pipeline)
         self.options = options
+        _check_device_index(options.device_index)
         self.context = Context(options.device_index)
         self.snippets: dict[str, TensorRTSnippet] = {}
         self.kernels: dict[str, LoadedKernel] = {}
@@ -99,3 +101,10 @@ class CudaCompiled(CompiledPipeline):
             snippet.release()
         self.kernels, self.snippets = {}, {}
         self.context.release()
+
+
+def _check_device_index(index: int) -> None:
+    check(cu.cuInit(0), "cuInit")
+    count = check(cu.cuDeviceGetCount(), "cuDeviceGetCount")
+    if index >= count:
+        raise MissingDependencyError(f"device_index={index}: this machine has {count} GPU(s) (0..{count - 1})")
