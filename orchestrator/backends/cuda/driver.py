@@ -53,6 +53,7 @@ class Context:
         check(cu.cuInit(0), "cuInit")
         self.device = check(cu.cuDeviceGet(ordinal), "cuDeviceGet")
         self.handle = check(cu.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
+        self.address = int(self.handle)
         self.ordinal = ordinal
         self.make_current()
         attr = cu.CUdevice_attribute
@@ -63,12 +64,12 @@ class Context:
 
     def make_current(self) -> None:
         check(cu.cuCtxSetCurrent(self.handle), "cuCtxSetCurrent")
-        _current.address = int(self.handle)
+        _current.address = self.address
 
     def bind_thread(self) -> None:
         """Make the context current on the calling thread, once per thread (runs call this first; a
         thread that switches contexts behind our back must call ``make_current`` itself)."""
-        if getattr(_current, "address", None) != int(self.handle):
+        if getattr(_current, "address", None) != self.address:
             self.make_current()
 
     def release(self) -> None:

@@ -158,6 +158,7 @@ class GraphCompiler:
     def _capture(self, emit) -> Any:
         """Capture and instantiate; returns the executable graph's driver handle (the graph object is
         kept alive here). Runs launch it with one driver call: no Python layer between run and GPU."""
+        core.Device(self.backend.device_ordinal).set_current()  # cuda.core's state is per thread: this one
         builder = self.core_stream.create_graph_builder().begin_building()
         try:
             emit(builder)
