@@ -129,8 +129,12 @@ class Orchestrator:
             raise InputError("device_outputs=True with instances > 1: the views would be overwritten by "
                              "another thread's run; use `with orch.acquire() as inst: inst.run(..., "
                              "device_outputs=True)` or pass out= buffers")
-        with self._pool.acquire(timeout) as instance:
+        pool = self._pool
+        instance = pool.take(timeout)  # take/give rather than a context manager: this is the hot path
+        try:
             return instance.run(inputs, out=out, device_outputs=device_outputs)
+        finally:
+            pool.give(instance)
 
     @contextmanager
     def acquire(self, timeout: float | None = None) -> Iterator[Instance]:
