@@ -54,10 +54,15 @@ def latency_stats(samples: list[float], wall: float) -> dict[str, float]:
             "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))]}
 
 
-def load(call, feeds: list[dict], duration: float, clients: int = CLIENTS) -> dict[str, float]:
-    """``clients`` threads call ``call(feeds[k])`` for ``duration`` seconds; per-call latencies."""
-    for feed in feeds[:2]:
-        call(feed)  # warm-up (graph capture on the instance it lands on)
+def load(call, feeds: list[dict], duration: float, clients: int = CLIENTS, warmup: float = 0.5) -> dict:
+    """``clients`` threads call ``call(feeds[k])`` for ``duration`` seconds, after an untimed concurrent
+    warm-up (so that every instance has run, and captured its graphs); per-call latencies."""
+    _threads(call, feeds, warmup, clients)
+    samples, wall = _threads(call, feeds, duration, clients)
+    return latency_stats(samples, wall)
+
+
+def _threads(call, feeds: list[dict], duration: float, clients: int) -> tuple[list[float], float]:
     samples: list[list[float]] = [[] for _ in range(clients)]
     start, deadline = threading.Barrier(clients + 1), [0.0]
 
@@ -77,7 +82,7 @@ def load(call, feeds: list[dict], duration: float, clients: int = CLIENTS) -> di
     start.wait()
     for w in workers:
         w.join()
-    return latency_stats([s for own in samples for s in own], time.perf_counter() - t0)
+    return [s for own in samples for s in own], time.perf_counter() - t0
 
 
 # ---- scenarios ----------------------------------------------------------------------------------
