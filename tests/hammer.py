@@ -64,8 +64,9 @@ def pipeline(folder: Path) -> Path:
     return write(folder, PIPELINE, "hammer.yaml")
 
 
-def make_inputs(rng: np.random.Generator) -> dict:
-    n = int(rng.integers(1, 5))
+def make_inputs(rng: np.random.Generator, n: int | None = None) -> dict:
+    """Random inputs; ``n`` rows of ``x`` (None: 1 to 4 at random, so that shapes change between runs)."""
+    n = int(rng.integers(1, 5)) if n is None else n
     return {"x": rng.standard_normal((n, 4)).astype(np.float32),
             "s": np.array([[rng.uniform(0.1, 100.0)]], np.float32), "mode": int(rng.integers(0, 3))}
 
@@ -80,8 +81,9 @@ def reference(inputs: dict) -> dict:
     return {"z": z, "s_final": s}
 
 
-def hammer(orch, threads: int = 8, runs: int = 25) -> list[str]:
-    """Run from ``threads`` threads at once; return one line per wrong output or error (empty: all good)."""
+def hammer(orch, threads: int = 8, runs: int = 25, n: int | None = None) -> list[str]:
+    """Run from ``threads`` threads at once; return one line per wrong output or error (empty: all good).
+    ``n``: fixed rows of ``x`` (None: shapes change from run to run)."""
     failures: list[str] = []
     start = threading.Barrier(threads)
 
@@ -89,7 +91,7 @@ def hammer(orch, threads: int = 8, runs: int = 25) -> list[str]:
         rng = np.random.default_rng(seed)
         start.wait()
         for i in range(runs):
-            inputs = make_inputs(rng)
+            inputs = make_inputs(rng, n)
             try:
                 outputs = orch.run(inputs)
             except Exception as exc:  # reported below, with the thread and run that hit it

@@ -51,7 +51,16 @@ def cuda_orch(path, cache, **options) -> Orchestrator:
 @pytest.mark.parametrize("mode", MODES, ids=IDS)
 @pytest.mark.parametrize("instances", [1, 4])
 def test_eight_threads_each_get_their_own_outputs(hammer_yaml, cache, mode, instances):
+    """Distinct values and branches per run, one shape (graphs are captured once per instance)."""
     with cuda_orch(hammer_yaml, cache, graphs=mode, instances=instances) as orch:
+        assert hammer(orch, threads=8, runs=50, n=2) == []
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_eight_threads_with_shapes_changing_between_runs(hammer_yaml, cache, mode):
+    """As above with 1 to 4 rows per run: each instance re-specialises, and in graph modes keeps one
+    graph per shape and switches between them."""
+    with cuda_orch(hammer_yaml, cache, graphs=mode, instances=4) as orch:
         assert hammer(orch, threads=8, runs=50) == []
 
 
