@@ -133,3 +133,12 @@ def test_close_waits_for_runs_in_flight(workdir):
     closed.set()
     worker.join()
     assert seen == [False] and orch._pool.instances[0].backend._closed
+
+
+def test_profiling_with_several_instances_times_the_instance_it_runs(workdir):
+    from orchestrator.profile import profile_pipeline
+
+    inputs = make_inputs(np.random.default_rng(0), n=2)
+    result = profile_pipeline(str(pipeline(workdir)), inputs, iterations=3, warmup=1, device="cpu", instances=2)
+    first = result.steps[0]  # the relu snippet, which every run starts with
+    assert first.kind == "snippet" and first.runs == 3, result.steps
