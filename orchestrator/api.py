@@ -82,6 +82,7 @@ class Orchestrator:
             raise
         self._pool = InstancePool(made, self.options.timeout)
         self._finalizer = weakref.finalize(self, _release_pool, self._pool, self.compiled)
+        self._finalizer.atexit = False  # at exit the process frees everything; a held instance must not block it
 
     def _instance(self, index: int, stream: Any, observer: Observer | None, debug: bool) -> Instance:
         backend = self.compiled.instance(index, stream)
