@@ -2,7 +2,8 @@
 against the same engines driven by N raw TensorRT contexts on N streams; memory per extra instance; and
 device-resident data in graph mode.
 
-    python bench/instances.py --out bench/results/instances.json      # on the device, about 2-3 minutes
+    python bench/instances.py              # on the device: about 2-3 minutes with the engines cached (their
+                                           # first build adds 1-2 minutes); writes bench/results/instances.json
     python bench/instances.py --smoke                                 # no GPU: the harness on the CPU backend
 
 Scenarios: the cascade (``pipelines/cascade.yaml``, threshold 1.01 so that every run takes the long path:
@@ -288,7 +289,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=300, help="runs per device-data measurement")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "orchestrator-bench")
     parser.add_argument("--smoke", action="store_true", help="no GPU: the harness on the CPU backend")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "instances.json")
     args = parser.parse_args()
     if args.smoke:
         return smoke(args)
