@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .backends.base import Backend, StepRunner
+from .decisions import loop_label
 from .errors import ExecutionError
 from .inputs import check_inputs
 from .pipeline.conditions import compare
@@ -163,7 +164,7 @@ class Executor:
                 body()
                 carry()
                 iterations += 1
-            note(f"{iterations} iterations")
+            note(loop_label(iterations, limit))
 
         return run
 

@@ -240,7 +240,7 @@ def test_switch_and_while_on_the_gpu(workdir, mode):
         for start, iterations in ((16.0, 4), (0.5, 0), (1000.0, 6)):
             out = loop.run({"x": np.array([[start]], np.float32), "limit": 1.0})
             np.testing.assert_allclose(out["x_final"], [[start / 2**iterations]])
-            assert log.taken[-1] == f"{iterations} iterations"
+            assert log.taken[-1] == f"{iterations} iterations" + (" (max_iterations reached)" if iterations == 6 else "")
 
 
 # ---- debug mode and profiling on the GPU ----------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ...decisions import loop_label
 from ...errors import ExecutionError
 from ...kernels.nvrtc import compile_source
 from ...lazy import lazy_import
@@ -343,7 +344,7 @@ def _label(block: Node, value: int) -> str:
         return "then" if value else "else"
     if isinstance(block, SwitchBlock):
         return f"case {block.cases[value][0]}" if value < len(block.cases) else "default"
-    return f"{value} iterations"
+    return loop_label(value, block.max_iterations)
 
 
 def _condition_names(block: Node) -> list[str]:
