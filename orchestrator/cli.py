@@ -149,7 +149,7 @@ def _build(args: argparse.Namespace) -> int:
 
     for path in args.pipelines:
         with Orchestrator.from_yaml(path, device="cuda", cache_dir=args.cache_dir) as orch:
-            backend = orch.backend
+            backend = orch.compiled  # the build products (engines, kernels, arena layout)
             built = backend.engine_cache.builds
             print(f"{path}: {len(backend.snippets)} engines ({built} built, {len(backend.snippets) - built} "
                   f"from the cache), {len(backend.kernels)} kernels; cache: {backend.engine_cache.root}")

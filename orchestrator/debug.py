@@ -440,10 +440,15 @@ def _other(orch: Any, compare: str | Any) -> Any:
     if compare == "fp32":
         snippets = {n: dataclasses.replace(s, precision="fp32") for n, s in orch.pipeline.snippets.items()}
         return Orchestrator(dataclasses.replace(orch.pipeline, snippets=snippets), device=orch.device, debug=True,
-                            **orch.backend_options)
+                            **_build_options(orch))
     if isinstance(compare, Orchestrator):
         return compare
-    return Orchestrator.from_yaml(compare, device=orch.device, debug=True, **orch.backend_options)
+    return Orchestrator.from_yaml(compare, device=orch.device, debug=True, **_build_options(orch))
+
+
+def _build_options(orch: Any) -> dict[str, Any]:
+    """Where the compared pipeline's engines are built (the debugged one's cache and GPU)."""
+    return {"cache_dir": orch.options.cache_dir, "device_index": orch.options.device_index}
 
 
 __all__ = ["DebugObserver", "DebugReport", "StepRecord", "debug_run", "step_through"]

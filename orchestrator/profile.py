@@ -117,16 +117,17 @@ def profile_pipeline(path: str, inputs: Mapping[str, Any], *, iterations: int = 
 
     observer = ProfileObserver()
     orch = Orchestrator.from_yaml(path, device=device, observer=observer, **options)
-    observer.attach(orch.backend)
     host = []
-    for i in range(warmup + iterations):
-        observer.begin_run()
-        start = time.perf_counter()
-        orch.run(inputs)
-        host.append(time.perf_counter() - start)
-        observer.end_run()
-        if i < warmup:
-            observer.clear()
+    with orch.acquire() as instance:  # every profiled run on the instance whose marks the observer records
+        observer.attach(instance.backend)
+        for i in range(warmup + iterations):
+            observer.begin_run()
+            start = time.perf_counter()
+            instance.run(inputs)
+            host.append(time.perf_counter() - start)
+            observer.end_run()
+            if i < warmup:
+                observer.clear()
     medians = {sid: statistics.median(v) for sid, v in observer.samples.items()}
     total = sum(medians.values()) or 1.0
     steps = [StepProfile(observer.steps[sid].name, _kind(observer.steps[sid]), _target(observer.steps[sid]),

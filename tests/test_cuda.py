@@ -136,7 +136,7 @@ SECOND_PROCESS = """
 import sys
 from orchestrator import Orchestrator
 orch = Orchestrator.from_yaml(sys.argv[1], device="cuda", cache_dir=sys.argv[2])
-print("BUILDS", orch.backend.engine_cache.builds)
+print("BUILDS", orch.compiled.engine_cache.builds)
 """
 
 
@@ -155,7 +155,7 @@ def test_corrupt_engine_is_rebuilt_with_a_warning(tmp_path, caplog):
     engines[0].write_bytes(b"not an engine at all")
     with caplog.at_level(logging.WARNING, logger="orchestrator"):
         orch = Orchestrator.from_yaml(ROOT / "pipelines/matting.yaml", device="cuda", cache_dir=tmp_path)
-    assert orch.backend.engine_cache.builds == 1
+    assert orch.compiled.engine_cache.builds == 1
     assert "corrupt or incompatible" in caplog.text
     x = inputs("matting", 1)
     cpu = Orchestrator.from_yaml(ROOT / "pipelines/matting.yaml", device="cpu")

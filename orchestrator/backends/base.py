@@ -1,5 +1,10 @@
 """The small contract every backend implements (the CPU reference backend, the CUDA backend).
 
+A backend has two halves. ``CompiledPipeline`` holds what is built once and shared (validated IR, engines
+or sessions, kernel modules, the memory plan): immutable after construction, safe to use from any thread.
+``Backend`` is one execution instance made from it (``compiled.instance()``): it owns its per-run state
+(stream, arena, contexts, staging, captured graphs) and is used by one thread at a time.
+
 The executor compiles a pipeline's control flow once into closures; a backend supplies, once per step at
 load time, a callable that runs (or enqueues) that step, and answers the few questions control flow asks
 at run time (the value of a condition, the loop carry copy). Public methods check state and delegate to
@@ -21,8 +26,30 @@ from ..pipeline.ir import Node, Pipeline, Step
 StepRunner = Callable[[], None]
 
 
+class CompiledPipeline(ABC):
+    """Build products of one pipeline on one device, shared by every instance made from it."""
+
+    name: str = "backend"
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    @abstractmethod
+    def instance(self, index: int, stream: Any = None) -> Backend:
+        """A new execution instance; ``index`` (0, 1, ...) tells it which per-instance resources
+        (e.g. TensorRT optimisation profiles) are its own; ``stream`` an external stream, or None."""
+
+    def memory_summary(self) -> dict[str, int | float | bool]:
+        """Per-instance memory (the arena layout), where the backend plans one."""
+        return {}
+
+    def close(self) -> None:
+        """Release what was built (after every instance is closed); default: nothing to release."""
+
+
 class Backend(ABC):
-    """Runs the steps of one pipeline. Created by the Orchestrator; not thread-safe."""
+    """One execution instance: runs the steps of one pipeline. Made by a CompiledPipeline; one thread at
+    a time (the Orchestrator's instance pool sees to that)."""
 
     name: str = "backend"
 

@@ -1,5 +1,6 @@
 """The CPU reference backend: snippets with onnxruntime, kernels with their numpy references."""
 
 from .backend import CpuBackend
+from .compiled import CpuCompiled
 
-__all__ = ["CpuBackend"]
+__all__ = ["CpuBackend", "CpuCompiled"]

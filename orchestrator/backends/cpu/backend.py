@@ -11,20 +11,20 @@ from ...errors import ExecutionError, InputError
 from ...inputs import DeviceArray, check_output_buffer
 from ...pipeline.ir import KernelCall, Pipeline, SnippetCall, Step
 from ..base import Backend, StepRunner
-from .kernel import ReferenceKernel
-from .snippet import OnnxRuntimeSnippet
+from .compiled import CpuCompiled
 
 
 class CpuBackend(Backend):
-    """Tensors live in a dict of numpy arrays; steps run synchronously."""
+    """One instance: its tensors live in its own dict of numpy arrays; steps run synchronously. Sessions
+    and kernels come from the shared ``CpuCompiled`` (a Pipeline given here is compiled for this one)."""
 
     name = "cpu"
 
-    def __init__(self, pipeline: Pipeline):
-        super().__init__(pipeline)
-        self.values: dict[str, np.ndarray] = dict(pipeline.constants)
-        self.snippets = {name: OnnxRuntimeSnippet(info) for name, info in pipeline.snippets.items()}
-        self.kernels = {name: ReferenceKernel(info) for name, info in pipeline.kernels.items()}
+    def __init__(self, compiled: CpuCompiled | Pipeline):
+        compiled = compiled if isinstance(compiled, CpuCompiled) else CpuCompiled(compiled)
+        super().__init__(compiled.pipeline)
+        self.values: dict[str, np.ndarray] = dict(compiled.pipeline.constants)
+        self.snippets, self.kernels = compiled.snippets, compiled.kernels
 
     def _step_runner_impl(self, step: Step) -> StepRunner:
         if isinstance(step, SnippetCall):

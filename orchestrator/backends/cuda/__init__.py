@@ -38,4 +38,8 @@ def __getattr__(name: str) -> Any:
         from .backend import CudaBackend
 
         return CudaBackend
+    if name == "CudaCompiled":
+        from .compiled import CudaCompiled
+
+        return CudaCompiled
     raise AttributeError(name)

@@ -86,12 +86,12 @@ class EngineCache:
 
 
 class TensorRTSnippet:
-    """One engine; ``context()`` makes an execution context for one step of the pipeline."""
+    """One engine, deserialised once and shared by every instance; ``context()`` makes an execution
+    context for one step of one instance."""
 
     def __init__(self, info: SnippetInfo, engine: Any, dynamic: bool):
         self.info, self.engine, self.dynamic = info, engine, dynamic  # static engines share their one profile
         self.scratch_bytes = trt.scratch_bytes(engine)
-        self.contexts = 0
         inputs, outputs = trt.io_tensors(engine)
         if set(inputs) != set(info.inputs) or set(outputs) != set(info.outputs):
             raise CompileError(f"engine of snippet '{info.name}' has I/O {inputs} -> {outputs}, "
@@ -101,19 +101,23 @@ class TensorRTSnippet:
             if got != want:
                 raise CompileError(f"engine of snippet '{info.name}' keeps '{port}' as {got}, not {want}")
 
-    def context(self, scratch_address: int, stream_address: int) -> StepContext:
-        """A context for the next step that runs this snippet, on its own optimisation profile."""
+    def context(self, scratch_address: int, stream_address: int, profile: int) -> StepContext:
+        """A context whose scratch is at ``scratch_address``; with dynamic shapes it takes optimisation
+        profile ``profile``, which no other context may use (each instance's steps have their own)."""
         ctx = trt.context_without_memory(self.engine)
         trt.set_scratch(ctx, scratch_address, self.scratch_bytes)
         profiles = self.engine.num_optimization_profiles
-        if self.dynamic and (profiles > 1 or self.contexts > 0):
-            if self.contexts >= profiles:
+        if self.dynamic and (profiles > 1 or profile > 0):
+            if profile >= profiles:
                 raise CompileError(f"snippet '{self.info.name}': engine has {profiles} optimisation profile(s) "
-                                   f"but {self.contexts + 1} steps run it")
-            if not ctx.set_optimization_profile_async(self.contexts, stream_address):
-                raise ExecutionError(f"snippet '{self.info.name}': cannot select profile {self.contexts}")
-        self.contexts += 1
+                                   f"but profile {profile} is needed (steps x instances)")
+            if not ctx.set_optimization_profile_async(profile, stream_address):
+                raise ExecutionError(f"snippet '{self.info.name}': cannot select profile {profile}")
         return StepContext(self.info.name, ctx)
+
+    def release(self) -> None:
+        """Drop the engine (its contexts must be released first)."""
+        self.engine = None
 
 
 class StepContext:
@@ -131,6 +135,10 @@ class StepContext:
 
     def output_shape(self, tensor: str) -> tuple[int, ...]:
         return tuple(self.context.get_tensor_shape(tensor))
+
+    def release(self) -> None:
+        """Destroy the TensorRT context now, even if a compiled closure still references this object."""
+        self.context = None
 
     def enqueue(self, stream_address: int) -> None:
         if not self.context.execute_async_v3(stream_address):
