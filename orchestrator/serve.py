@@ -12,8 +12,10 @@ PyTriton puts first on ``PATH``). Under an interpreter other than the system one
 Debian 3.11.2 system) the stub therefore ran the system's 3.11.2 core with 3.11.7's standard library:
 3.11.7's ``multiprocessing.resource_tracker`` calls ``RLock._recursion_count``, which the 3.11.2 C
 ``_thread.RLock`` lacks, and the 3.11.2 frozen ``site`` looks for ``dist-packages`` (so numpy is not
-found either). ``check_interpreter`` puts the serving interpreter's own shared libpython first on
-``LD_LIBRARY_PATH``, and refuses interpreters that have none.
+found either). ``check_interpreter`` puts the serving interpreter's own shared libpython (the one
+mapped in this process) first on ``LD_LIBRARY_PATH``, and refuses interpreters that have none. The stub
+also runs isolated (pybind11 starts it with ``PyConfig_InitIsolatedConfig``): ``PYTHONPATH`` is ignored
+there, so numpy and pyzmq must be importable from the interpreter's own site-packages.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import importlib.util
 import logging
 import os
 import signal
+import site
 import sys
-import sysconfig
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,15 +91,45 @@ def check_interpreter() -> None:
         raise MissingDependencyError(
             f"serve runs on Linux with CPython 3.8-3.13 (PyTriton's Triton stubs); this is "
             f"{sys.platform} Python {sys.version.split()[0]}")
-    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED") or not (Path(libdir) / soname).is_file():
+    libpython = loaded_libpython()
+    if libpython is None:
         raise MissingDependencyError(
             f"serve needs a CPython built with a shared libpython (Triton's Python stub links "
             f"libpython{version[0]}.{version[1]}.so.1.0); {sys.executable} ({sys.version.split()[0]}) has none, "
             f"so the stub would mix another build's libpython with this one's standard library: use "
             f"/usr/bin/python3 or rebuild with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)")
-    paths = [libdir, *filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(":"))]
+    _check_stub_imports()
+    paths = [str(libpython.parent), *filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(":"))]
     os.environ["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(paths))
+
+
+def loaded_libpython() -> Path | None:
+    """The libpython this process runs on (None for a statically linked interpreter)."""
+    name = f"libpython{sys.version_info[0]}.{sys.version_info[1]}.so.1.0"
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = Path(line.split(maxsplit=5)[-1].strip())
+            if path.name.startswith(f"libpython{sys.version_info[0]}.{sys.version_info[1]}") \
+                    and (path.parent / name).is_file():
+                return path.parent / name
+    return None
+
+
+def _check_stub_imports() -> None:
+    """The stub runs isolated (``PyConfig_InitIsolatedConfig``: ``PYTHONPATH`` is ignored), so the modules
+    PyTriton's proxy imports there must come from this interpreter's site-packages or a ``.pth`` in them."""
+    visible = [Path(p) for p in site.getsitepackages()]
+    visible += [Path(line.strip()) for folder in list(visible) if folder.is_dir() for pth in folder.glob("*.pth")
+                for line in pth.read_text().splitlines() if line.strip().startswith("/")]
+    for name in ("numpy", "zmq"):  # pytriton.server.triton_server._PROXY_REQUIRED_MODULES
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise MissingDependencyError(f"serve needs {name}: {_INSTALL}")
+        home = Path(spec.origin).resolve().parent.parent
+        if not any(home == v.resolve() or home.is_relative_to(v.resolve()) for v in visible):
+            raise MissingDependencyError(
+                f"serve: Triton's Python stub ignores PYTHONPATH and cannot import {name} from {home}; install "
+                f"the [serve] extra into {visible[0]} or add a .pth file there naming {home}")
 
 
 def model_spec(pipeline: Pipeline, max_batch: int | None = None, name: str | None = None) -> ModelSpec:

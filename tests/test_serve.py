@@ -23,7 +23,7 @@ import tritonclient.http as httpclient
 from conftest import KERNEL_CU, KERNEL_YAML, REF_PY, ROOT, tiny_model, write
 from tritonclient.utils import InferenceServerException
 
-from orchestrator import Orchestrator, load_pipeline
+from orchestrator import Orchestrator, load_pipeline, serve
 from orchestrator.cli import main
 from orchestrator.errors import InputError, MissingDependencyError, OrchestratorError
 from orchestrator.serve import InstanceModel, check_interpreter, model_spec
@@ -135,10 +135,7 @@ def test_host_input_as_tensor_or_parameter_and_its_errors(served):
 # --- the interpreter check ----------------------------------------------------------------------------
 
 def test_interpreter_without_shared_libpython_is_refused_in_one_line(served, monkeypatch, capsys):
-    import sysconfig
-
-    real = sysconfig.get_config_var
-    monkeypatch.setattr(sysconfig, "get_config_var", lambda n: 0 if n == "Py_ENABLE_SHARED" else real(n))
+    monkeypatch.setattr(serve, "loaded_libpython", lambda: None)
     with pytest.raises(MissingDependencyError, match="serve needs a CPython built with a shared libpython"):
         check_interpreter()
     assert main(["serve", str(served), "--device", "cpu"]) == 1
@@ -146,13 +143,22 @@ def test_interpreter_without_shared_libpython_is_refused_in_one_line(served, mon
     assert err.startswith("error: serve needs a CPython built with a shared libpython") and "\n" not in err
 
 
+def test_packages_the_isolated_stub_cannot_see_are_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr(serve.site, "getsitepackages", lambda: [str(tmp_path)])
+    with pytest.raises(MissingDependencyError, match=f"ignores PYTHONPATH and cannot import numpy .*into {tmp_path}"):
+        check_interpreter()
+    numpy_home = Path(np.__file__).resolve().parent.parent
+    (tmp_path / "rig.pth").write_text(f"{numpy_home}\n")
+    check_interpreter()
+
+
 def test_this_interpreter_loads_its_own_libpython(monkeypatch):
     """The stub must load the serving interpreter's libpython, first on LD_LIBRARY_PATH."""
-    import sysconfig
-
     monkeypatch.setenv("LD_LIBRARY_PATH", "/somewhere/else")
     check_interpreter()
-    assert os.environ["LD_LIBRARY_PATH"].split(":") == [sysconfig.get_config_var("LIBDIR"), "/somewhere/else"]
+    libpython = serve.loaded_libpython()
+    assert libpython is not None and libpython.name == f"libpython{sys.version_info[0]}.{sys.version_info[1]}.so.1.0"
+    assert os.environ["LD_LIBRARY_PATH"].split(":") == [str(libpython.parent), "/somewhere/else"]
 
 
 # --- a real server ------------------------------------------------------------------------------------
