@@ -44,3 +44,7 @@ def instance_norm_relu(x, eps):
 def trimap_clamp(alpha, trimap):
     t = trimap[:, None]
     return np.where(t < 85, 0, np.where(t > 170, 1, alpha)).astype(np.float32)
+
+
+def scale(src, factor):
+    return (src * np.float32(factor)).astype(np.float32)

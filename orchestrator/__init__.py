@@ -15,11 +15,13 @@ from .errors import (
     MissingDependencyError,
     OrchestratorError,
 )
+from .options import RunOptions
 from .pipeline.ir import Pipeline
 from .pipeline.load import load_pipeline
+from .pool import PoolTimeout
 
 __version__ = "0.1.0"
 __all__ = [
     "CompileError", "ConfigError", "ExecutionError", "InputError", "InternalError", "MissingDependencyError",
-    "Orchestrator", "OrchestratorError", "Pipeline", "load_pipeline",
+    "Orchestrator", "OrchestratorError", "Pipeline", "PoolTimeout", "RunOptions", "load_pipeline",
 ]

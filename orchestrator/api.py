@@ -82,6 +82,7 @@ class Orchestrator:
             raise
         self._pool = InstancePool(made, self.options.timeout)
         self._finalizer = weakref.finalize(self, _release_pool, self._pool, self.compiled)
+        self._finalizer.atexit = False  # at exit the process frees everything; a held instance must not block it
 
     def _instance(self, index: int, stream: Any, observer: Observer | None, debug: bool) -> Instance:
         backend = self.compiled.instance(index, stream)
@@ -129,8 +130,12 @@ class Orchestrator:
             raise InputError("device_outputs=True with instances > 1: the views would be overwritten by "
                              "another thread's run; use `with orch.acquire() as inst: inst.run(..., "
                              "device_outputs=True)` or pass out= buffers")
-        with self._pool.acquire(timeout) as instance:
+        pool = self._pool
+        instance = pool.take(timeout)  # take/give rather than a context manager: this is the hot path
+        try:
             return instance.run(inputs, out=out, device_outputs=device_outputs)
+        finally:
+            pool.give(instance)
 
     @contextmanager
     def acquire(self, timeout: float | None = None) -> Iterator[Instance]:

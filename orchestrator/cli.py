@@ -1,4 +1,4 @@
-"""Command line: ``orchestrator validate | run | schema | plan | build``.
+"""Command line: ``orchestrator COMMAND``, one subcommand per task (``orchestrator --help`` lists them all).
 
 Exit codes: 0 success, 1 user error (bad pipeline, inputs, kernel...), 2 internal error. Errors print on
 one line each, without a traceback unless ``--debug``.
@@ -72,11 +72,32 @@ def _load_inputs(path: str) -> dict[str, np.ndarray]:
         raise OrchestratorError(f"{path}: cannot read inputs ({exc}); expected an .npz file") from None
 
 
+def _inputs(args: argparse.Namespace, pipeline) -> dict[str, np.ndarray]:
+    """``--inputs FILE.npz`` or ``--inputs random`` (seeded, within the dims' bounds), then ``--set``."""
+    from .sample import host_settings, random_inputs
+
+    settings = host_settings(pipeline, args.set)  # checked before any work
+    if args.inputs == "random":
+        seed = args.seed or 0
+        inputs, dims = random_inputs(pipeline, seed)
+        chosen = ", ".join(f"{k}={v}" for k, v in dims.items())
+        print(f"random inputs (seed {seed}{'; ' + chosen if chosen else ''})")
+    elif args.seed is not None:
+        raise OrchestratorError("--seed applies to --inputs random only")
+    else:
+        inputs = _load_inputs(args.inputs)
+    inputs.update(settings)
+    return inputs
+
+
 def _run(args: argparse.Namespace) -> int:
     from .api import Orchestrator
+    from .decisions import DecisionLog
+    from .pipeline.load import load_pipeline
 
-    inputs = _load_inputs(args.inputs)
-    with Orchestrator.from_yaml(args.pipeline, device=args.device) as orch:
+    pipeline = load_pipeline(args.pipeline)
+    inputs, log = _inputs(args, pipeline), DecisionLog()
+    with Orchestrator(pipeline, device=args.device, observer=log) as orch:
         outputs = orch.run(inputs)
         device = orch.device
     if args.output:
@@ -85,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     for name, value in outputs.items():
         stats = f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}" if value.size else "empty"
         print(f"  {name}: {value.dtype} {list(value.shape)}  {stats}")
+    for line in log.lines():
+        print(f"  {line}")
     if args.output:
         print(f"outputs written to {args.output}")
     return EXIT_OK
@@ -120,7 +143,7 @@ def _build(args: argparse.Namespace) -> int:
 
     for path in args.pipelines:
         with Orchestrator.from_yaml(path, device="cuda", cache_dir=args.cache_dir) as orch:
-            backend = orch.backend
+            backend = orch.compiled  # the build products (engines, kernels, arena layout)
             built = backend.engine_cache.builds
             print(f"{path}: {len(backend.snippets)} engines ({built} built, {len(backend.snippets) - built} "
                   f"from the cache), {len(backend.kernels)} kernels; cache: {backend.engine_cache.root}")
@@ -145,9 +168,11 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _debug(args: argparse.Namespace) -> int:
     from .api import Orchestrator
+    from .pipeline.load import load_pipeline
 
-    inputs = _load_inputs(args.inputs)
-    with Orchestrator.from_yaml(args.pipeline, device=args.device, debug=True) as orch:
+    pipeline = load_pipeline(args.pipeline)
+    inputs = _inputs(args, pipeline)
+    with Orchestrator(pipeline, device=args.device, debug=True) as orch:
         report = orch.debug_run(inputs, dump_dir=args.dump, compare=args.compare, atol=args.atol, rtol=args.rtol,
                                 steps=args.steps.split(",") if args.steps else None, sentinels=args.sentinels)
         print(f"{args.pipeline}: debug run on {orch.device}")
@@ -158,9 +183,11 @@ def _debug(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    from .pipeline.load import load_pipeline
     from .profile import profile_pipeline
 
-    result = profile_pipeline(args.pipeline, _load_inputs(args.inputs), iterations=args.iters, device=args.device)
+    inputs = _inputs(args, load_pipeline(args.pipeline))
+    result = profile_pipeline(args.pipeline, inputs, iterations=args.iters, device=args.device)
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
@@ -183,6 +210,27 @@ def _snip(args: argparse.Namespace) -> int:
     print(f"{args.model}: {len(result.pieces)} snippets (cut at {cuts}) and {result.pipeline}")
     print(f"verified on the CPU reference backend: outputs match the original model "
           f"(max abs error {result.max_abs_error:.3g})")
+    return EXIT_OK
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from . import diagram
+    from .cache import write_atomic
+    from .pipeline.load import load_pipeline
+
+    drawing = diagram.build(load_pipeline(args.pipeline), at=args.at)
+    folder = Path(args.output)
+    if folder.exists() and not folder.is_dir():
+        raise OrchestratorError(f"--output {folder}: not a folder")
+    stem = folder / Path(args.pipeline).stem
+    mmd, dot, svg = stem.with_suffix(".mmd"), stem.with_suffix(".dot"), stem.with_suffix(".svg")
+    write_atomic(mmd, diagram.mermaid(drawing).encode())
+    write_atomic(dot, diagram.dot(drawing).encode())
+    print(f"{args.pipeline}: {len(drawing.boxes)} nodes; wrote {mmd} (Mermaid) and {dot} (Graphviz)")
+    why_not = diagram.render_svg(dot, svg)
+    print(f"  no SVG: {why_not}" if why_not else f"  and {svg}")
+    if args.mermaid:
+        print(diagram.mermaid(drawing), end="")
     return EXIT_OK
 
 
@@ -218,9 +266,12 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", epilog="'orchestrator COMMAND --help' shows a command's options.",
+        description="Run GPU inference pipelines of TensorRT snippets and NVRTC kernels on one stream in one "
+                    "planned memory arena (or on the CPU reference backend).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check pipeline files and report every problem")
     p.add_argument("pipelines", nargs="+")
@@ -228,9 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compile every kernel with NVRTC for ARCH (default sm_90; no GPU needed)")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("run", help="run a pipeline on inputs from an .npz file")
+    p = sub.add_parser("run", help="run a pipeline on inputs from an .npz file (or random inputs)")
     p.add_argument("pipeline")
-    p.add_argument("--inputs", required=True, help=".npz file with one array per input")
+    _input_arguments(p)
     p.add_argument("--output", help="write the outputs to this .npz file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_run)
@@ -255,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("debug", help="run step by step: dump, compare, and find the first diverging step")
     p.add_argument("pipeline")
-    p.add_argument("--inputs", required=True)
+    _input_arguments(p)
     p.add_argument("--dump", help="write every tensor (.npy), manifest.json and summary.txt here")
     p.add_argument("--compare", help="'reference' (CPU backend), 'fp32' (every snippet at fp32), or a pipeline")
     p.add_argument("--steps", help="comma-separated step names to record (default: all)")
@@ -267,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="per-step time, host time per run, and the memory plan")
     p.add_argument("pipeline")
-    p.add_argument("--inputs", required=True)
+    _input_arguments(p)
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--json", help="also write the profile as JSON to this file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -286,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "reformats at every cut")
     p.set_defaults(func=_snip)
 
+    p = sub.add_parser("graph", help="draw a pipeline: Mermaid and Graphviz DOT (and SVG when 'dot' exists)")
+    p.add_argument("pipeline")
+    p.add_argument("-o", "--output", default=".", help="folder for NAME.mmd, NAME.dot and NAME.svg (default: .)")
+    p.add_argument("--at", choices=["min", "opt", "max"], default="max", help="dimension bound for tensor bytes")
+    p.add_argument("--mermaid", action="store_true", help="also print the Mermaid text")
+    p.set_defaults(func=_graph)
+
     p = sub.add_parser("serve", help="serve a pipeline on Triton Inference Server (PyTriton): HTTP, gRPC, metrics")
     p.add_argument("pipeline")
     p.add_argument("--instances", type=int, default=1, help="Triton model instances = orchestrator instances")
@@ -303,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)
     return parser
+
+
+def _input_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inputs", required=True, metavar="FILE.npz|random",
+                   help="an .npz file with one array per input, or 'random': seeded random inputs with every "
+                        "dimension within its bounds")
+    p.add_argument("--seed", type=int, help="seed of --inputs random (default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a host scalar input (repeatable; overrides --inputs)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

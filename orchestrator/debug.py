@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .decisions import block_kind
 from .errors import ExecutionError, OrchestratorError
 from .pipeline.ir import IfBlock, Node, Pipeline, SnippetCall, Step, SwitchBlock, WhileBlock
 
@@ -98,6 +99,7 @@ class DebugReport:
     branches: list[tuple[str, str]]
     comparisons: list[StepComparison] = field(default_factory=list)
     isolated: str | None = None  # verdict of re-running the first diverging step in isolation
+    decisions: list[tuple[int, str, str, str]] = field(default_factory=list)  # (records before, block, kind, taken)
 
     @property
     def first_divergence(self) -> StepComparison | None:
@@ -108,18 +110,25 @@ class DebugReport:
         lines = [f"{'#':>3} {'step':24} {'kind':8} {'ms':>8}  {'tensor':18} {'shape':18} {'min':>10} "
                  f"{'max':>10} {'nan/inf':>8}  vs other"]
         for r in self.records:
+            lines += self._decision_rows(r.index)
             for tensor, array in r.outputs.items():
                 s = TensorSummary.of(array)
                 verdict = _verdict(compared.get(id(r)), tensor)
                 lines.append(f"{r.index:>3} {r.name[:24]:24} {r.kind:8} {r.seconds * 1e3:8.3f}  {tensor[:18]:18} "
                              f"{str(s.shape)[:18]:18} {_fmt(s.min):>10} {_fmt(s.max):>10} "
                              f"{f'{s.nan}/{s.inf}':>8}  {verdict}")
+        lines += self._decision_rows(len(self.records))
         first = self.first_divergence
         if self.comparisons:
             lines.append("first divergence: " + (_describe(first) if first else "none"))
         if self.isolated:
             lines.append(self.isolated)
         return "\n".join(lines)
+
+    def _decision_rows(self, position: int) -> list[str]:
+        """The branch decisions made after ``position`` recorded steps, as table rows."""
+        return [f"{'':>3} {name[:24]:24} {kind:8} {'':>8}  -> {taken}"
+                for at, name, kind, taken in self.decisions if at == position]
 
 
 def _fmt(v: float | None) -> str:
@@ -163,6 +172,7 @@ class DebugObserver:
         self.on_step = on_step
         self.records: list[StepRecord] = []
         self.branches: list[tuple[str, str]] = []
+        self.decisions: list[tuple[int, str, str, str]] = []
         self.counts: dict[str, int] = {}
         self._start = time.perf_counter()
         self._manifest: list[dict[str, Any]] = []
@@ -198,6 +208,7 @@ class DebugObserver:
 
     def branch_taken(self, block: Node, taken: str) -> None:
         self.branches.append((block.name, taken))
+        self.decisions.append((len(self.records), block.name, block_kind(block), taken))
         if self.user is not None:
             self.user.branch_taken(block, taken)
 
@@ -350,7 +361,7 @@ def debug_run(orch: Any, inputs: Mapping[str, Any], *, dump_dir: str | Path | No
     observer.begin(dump_dir=Path(dump_dir) if dump_dir else None, steps=set(steps) if steps else None,
                    sentinels=sentinels)
     orch.run(inputs)
-    report = DebugReport(observer.records, observer.branches)
+    report = DebugReport(observer.records, observer.branches, decisions=observer.decisions)
     if compare is not None:
         other = _other(orch, compare)
         other_observer = _observer(other)

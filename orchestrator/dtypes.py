@@ -14,7 +14,7 @@ DTYPES: tuple[str, ...] = ("float32", "float16", "int8", "uint8", "int32", "int6
 # needs no onnx import at module level.
 _ONNX_ELEM_TYPE = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64", 9: "bool"}
 
-# The C type a kernel parameter of this dtype has in custom_kernels/ (see custom_kernels/orchestrator.cuh).
+# The C type a kernel parameter of this dtype has in custom_kernels/ (see orchestrator/include/orchestrator.cuh).
 C_TYPES = {"float32": "float", "float16": "half_t", "int8": "signed char", "uint8": "unsigned char",
            "int32": "int", "int64": "long long", "bool": "bool"}
 

@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .backends.base import Backend, StepRunner
-from .errors import ExecutionError, InputError
-from .inputs import DeviceArray, check_inputs
+from .decisions import loop_label
+from .errors import ExecutionError
+from .inputs import check_inputs
 from .pipeline.conditions import compare
 from .pipeline.ir import Condition, IfBlock, Node, Pipeline, Step, SwitchBlock, WhileBlock
 
@@ -51,11 +52,7 @@ class Executor:
     def run(self, inputs: Mapping[str, Any], out: Mapping[str, Any] | None = None,
             device_outputs: bool = False) -> dict[str, Any]:
         arrays, dims = check_inputs(self.pipeline, inputs)
-        if self.graphs and any(isinstance(a, DeviceArray) for a in arrays.values()):
-            # captured graphs read inputs from their arena slots; a rebound pointer would be ignored
-            raise InputError("device (zero-copy) inputs need eager mode (graphs=False); in graph mode pass "
-                             "numpy arrays")
-        self.backend.set_inputs(arrays, dims)
+        self.backend.set_inputs(arrays, dims)  # device inputs: zero-copy in eager mode, copied in graph modes
         self._program()
         return self.backend.outputs(self.pipeline.outputs, out, device_outputs)
 
@@ -167,7 +164,7 @@ class Executor:
                 body()
                 carry()
                 iterations += 1
-            note(f"{iterations} iterations")
+            note(loop_label(iterations, limit))
 
         return run
 

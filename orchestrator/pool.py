@@ -33,13 +33,19 @@ class InstancePool(Generic[T]):
     @contextmanager
     def acquire(self, timeout: float | None = None) -> Iterator[T]:
         """A free instance for the duration of the ``with`` block."""
-        instance = self._take(self.timeout if timeout is None else timeout)
+        instance = self.take(timeout)
         try:
             yield instance
         finally:
-            self._free.put(instance)
+            self.give(instance)
 
-    def _take(self, timeout: float | None) -> T:
+    def give(self, instance: T) -> None:
+        """Return an instance from ``take``."""
+        self._free.put(instance)
+
+    def take(self, timeout: float | None = None) -> T:
+        """A free instance (waiting up to ``timeout`` s, default the pool's); give it back with ``give``."""
+        timeout = self.timeout if timeout is None else timeout
         if self._closed.is_set():
             raise InternalError("Orchestrator used after close()")
         try:

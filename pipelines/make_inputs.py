@@ -29,6 +29,9 @@ def main() -> None:
     np.savez(out / "classify.npz", image=np.stack([image(224, 224, 0), image(224, 224, 1)]))
     np.savez(out / "cascade.npz", image=image(224, 224, 2)[None], threshold=np.float32(0.5))
     np.savez(out / "matting.npz", image=image(160, 224, 3)[None], trimap=trimap(160, 224)[None])
+    np.savez_compressed(out / "modes.npz", image=image(224, 224, 6)[None], mode=np.int32(1))
+    np.savez_compressed(out / "sharpen.npz", image=image(224, 224, 4)[None], target=np.float32(0.5),
+                        factor=np.float32(2.0))
 
 
 if __name__ == "__main__":

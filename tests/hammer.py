@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from conftest import write
+import onnx
+from conftest import KERNEL_CU, KERNEL_YAML, REF_PY, tiny_model, write
 
 PIPELINE = """\
 dims:
@@ -54,12 +55,18 @@ steps:
 FACTORS = {0: 2.0, 1: 15.0}
 
 
-def pipeline(workdir: Path) -> Path:
-    return write(workdir, PIPELINE, "hammer.yaml")
+def pipeline(folder: Path) -> Path:
+    """The hammer pipeline in ``folder`` (with the relu snippet and the scale kernel it uses)."""
+    if not (folder / "relu.onnx").exists():
+        onnx.save(tiny_model("Relu", ["x"], ["y"]), str(folder / "relu.onnx"))
+        for name, text in (("scale.yaml", KERNEL_YAML), ("scale.cu", KERNEL_CU), ("ref.py", REF_PY)):
+            (folder / name).write_text(text)
+    return write(folder, PIPELINE, "hammer.yaml")
 
 
-def make_inputs(rng: np.random.Generator) -> dict:
-    n = int(rng.integers(1, 5))
+def make_inputs(rng: np.random.Generator, n: int | None = None) -> dict:
+    """Random inputs; ``n`` rows of ``x`` (None: 1 to 4 at random, so that shapes change between runs)."""
+    n = int(rng.integers(1, 5)) if n is None else n
     return {"x": rng.standard_normal((n, 4)).astype(np.float32),
             "s": np.array([[rng.uniform(0.1, 100.0)]], np.float32), "mode": int(rng.integers(0, 3))}
 
@@ -74,8 +81,9 @@ def reference(inputs: dict) -> dict:
     return {"z": z, "s_final": s}
 
 
-def hammer(orch, threads: int = 8, runs: int = 25) -> list[str]:
-    """Run from ``threads`` threads at once; return one line per wrong output or error (empty: all good)."""
+def hammer(orch, threads: int = 8, runs: int = 25, n: int | None = None) -> list[str]:
+    """Run from ``threads`` threads at once; return one line per wrong output or error (empty: all good).
+    ``n``: fixed rows of ``x`` (None: shapes change from run to run)."""
     failures: list[str] = []
     start = threading.Barrier(threads)
 
@@ -83,7 +91,7 @@ def hammer(orch, threads: int = 8, runs: int = 25) -> list[str]:
         rng = np.random.default_rng(seed)
         start.wait()
         for i in range(runs):
-            inputs = make_inputs(rng)
+            inputs = make_inputs(rng, n)
             try:
                 outputs = orch.run(inputs)
             except Exception as exc:  # reported below, with the thread and run that hit it

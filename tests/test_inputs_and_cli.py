@@ -69,7 +69,7 @@ def test_cli_user_errors_exit_1_on_one_line(tmp_path, capsys):
 
 def test_cli_validate_examples(capsys):
     assert main(["validate", *map(str, sorted((ROOT / "pipelines").glob("*.yaml")))]) == 0
-    assert capsys.readouterr().out.count(": ok (") == 3
+    assert capsys.readouterr().out.count(": ok (") == len(list((ROOT / "pipelines").glob("*.yaml")))
 
 
 def test_schema_is_valid_json_with_every_section(capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
 import threading
@@ -28,7 +27,7 @@ def test_the_hammer_catches_an_unguarded_instance(workdir):
     """Without the pool (every thread on one instance), runs overwrite each other's tensors."""
     with Orchestrator.from_yaml(pipeline(workdir), device="cpu") as orch:
         only = orch._pool.instances[0]
-        orch._pool.acquire = lambda timeout=None: contextlib.nullcontext(only)
+        orch._pool.take, orch._pool.give = (lambda timeout=None: only), (lambda instance: None)
         interval = sys.getswitchinterval()
         sys.setswitchinterval(1e-5)  # switch threads often, so that the races show in a short run
         try:
@@ -134,3 +133,12 @@ def test_close_waits_for_runs_in_flight(workdir):
     closed.set()
     worker.join()
     assert seen == [False] and orch._pool.instances[0].backend._closed
+
+
+def test_profiling_with_several_instances_times_the_instance_it_runs(workdir):
+    from orchestrator.profile import profile_pipeline
+
+    inputs = make_inputs(np.random.default_rng(0), n=2)
+    result = profile_pipeline(str(pipeline(workdir)), inputs, iterations=3, warmup=1, device="cpu", instances=2)
+    first = result.steps[0]  # the relu snippet, which every run starts with
+    assert first.kind == "snippet" and first.runs == 3, result.steps

@@ -176,10 +176,10 @@ def free_ports(count: int) -> list[int]:
 class Server:
     """`orchestrator serve` in a child process (its own process group, so a failed test can end it)."""
 
-    def __init__(self, pipeline: Path, log: Path, *args: str):
+    def __init__(self, pipeline: Path, log: Path, *args: str, device: str = "cpu"):
         self.http, self.grpc, self.metrics = free_ports(3)
         self.log = log
-        command = [sys.executable, "-m", "orchestrator.cli", "serve", str(pipeline), "--device", "cpu",
+        command = [sys.executable, "-m", "orchestrator.cli", "serve", str(pipeline), "--device", device,
                    "--http-port", str(self.http), "--grpc-port", str(self.grpc),
                    "--metrics-port", str(self.metrics), *args]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -294,3 +294,36 @@ def check_metrics(server: Server) -> None:
         text = response.read().decode()
     success = [line for line in text.splitlines() if line.startswith('nv_inference_request_success{model="tiny"')]
     assert success and float(success[0].split()[-1]) >= 65, success
+
+
+@pytest.mark.gpu
+def test_serve_on_the_gpu_matches_the_cpu_reference(tmp_path):
+    """The cascade served by CUDA instances (whole-graph mode), 16 concurrent gRPC requests on both paths."""
+    from orchestrator.backends import cuda
+
+    ok, why = cuda.available()
+    if not ok:
+        pytest.skip(f"CUDA backend unavailable: {why}")
+    pipeline = ROOT / "pipelines" / "cascade.yaml"
+    server = Server(pipeline, tmp_path / "server.log", "--instances", "2", "--graphs", "whole", device="cuda")
+    rng = np.random.default_rng(2)
+    cases = [(rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8), float(t))
+             for t in rng.choice([0.0, 1.01], 16)]  # 0: the small model answers; 1.01: always escalates
+    reference = Orchestrator.from_yaml(pipeline, device="cpu")
+    try:
+        server.wait_ready("cascade", timeout=600)  # engines may be built first
+
+        def send(case):
+            image, threshold = case
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+            inputs = [grpcclient.InferInput("image", list(image.shape), "UINT8")]
+            inputs[0].set_data_from_numpy(image)
+            return client.infer("cascade", inputs, parameters={"threshold": threshold}).as_numpy("probs")
+
+        with ThreadPoolExecutor(len(cases)) as pool:
+            answers = list(pool.map(send, cases, timeout=300))
+    finally:
+        assert server.stop() == 0, (tmp_path / "server.log").read_text()[-3000:]
+    for (image, threshold), probs in zip(cases, answers, strict=True):
+        expected_probs = reference.run({"image": image, "threshold": threshold})["probs"]
+        np.testing.assert_allclose(probs, expected_probs, rtol=1e-3, atol=1e-5)

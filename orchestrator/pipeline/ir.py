@@ -55,6 +55,8 @@ class SnippetInfo:
     inputs: dict[str, Port]
     outputs: dict[str, Port]
     formats: dict[str, str] = field(default_factory=dict)  # port -> layout, for ports that are not linear
+    precision_path: str = "auto"  # how fp16/bf16 is built: auto | flags | converted (backends/cuda/trt.py)
+    keep_fp32: tuple[str, ...] = ()  # ONNX op types or node names a converted model keeps in float32
 
     def port_type(self, port: str) -> tuple[str, str]:
         """The dtype and layout the tensor bound to ``port`` has."""

@@ -57,3 +57,11 @@ def _port(value, role: str) -> Port:
         else:
             shape.append(f"{symbol_for(value.name)}_dim{axis}")
     return Port(value.name, dtype, tuple(shape))
+
+
+def onnx_op_types_and_nodes(path: Path) -> tuple[set[str], set[str]]:
+    """The op types and node names of an ONNX model's main graph (for ``keep_fp32``)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {n.op_type for n in graph.node}, {n.name for n in graph.node if n.name}

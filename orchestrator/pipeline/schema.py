@@ -109,6 +109,14 @@ class SnippetSpec(Model):
         {}, description="memory layout per ONNX input/output (default linear); 'hwc8' keeps a tensor passed "
                         "between fp16 snippets in TensorRT's FP16 channels-last format, so that no reformat "
                         "runs at the boundary (every snippet that reads the tensor must use it too)")
+    precision_path: Literal["auto", "flags", "converted"] = Field(
+        "auto", description="how fp16/bf16 is built: 'flags' = the fp32 model with TensorRT's FP16/BF16 "
+                            "builder flag (TensorRT 8.6 and 10), 'converted' = the model converted to "
+                            "fp16/bf16 and built strongly typed (TensorRT 10+, and on 8.6 with the FP16 "
+                            "flag); 'auto' = converted on TensorRT 11+ or when keep_fp32 is set, else flags")
+    keep_fp32: list[str] = Field(
+        [], description="ONNX op types (e.g. ReduceMean) or node names that a converted fp16/bf16 model "
+                        "keeps in float32 (e.g. reductions that would overflow)")
 
 
 class KernelArg(Model):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import ConfigError, Problem
+from ..kernels import includes
 from . import shapes
 from .conditions import parse_condition
 from .constants import ConstantLoadError, load_constant
@@ -34,7 +35,7 @@ from .ir import (
     TensorInfo,
     WhileBlock,
 )
-from .onnx_meta import OnnxReadError, read_ports
+from .onnx_meta import OnnxReadError, onnx_op_types_and_nodes, read_ports
 from .references import ReferenceLoadError, load_reference
 from .schema import (
     IfStep,
@@ -174,7 +175,25 @@ class Validator:
                     continue
                 profile[port] = (tuple(bounds.min), tuple(bounds.opt), tuple(bounds.max))
         formats = self.formats(path, spec, onnx_path.name, {**inputs, **outputs})
-        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats)
+        self.precision_options(path, spec, onnx_path)
+        return SnippetInfo(name, onnx_path, spec.precision, int(spec.workspace), profile, inputs, outputs, formats,
+                           spec.precision_path, tuple(spec.keep_fp32))
+
+    def precision_options(self, path: YamlPath, spec: SnippetSpec, onnx_path: Path) -> None:
+        if spec.precision == "fp32":
+            for key in ("precision_path", "keep_fp32"):
+                if key in spec.model_fields_set:
+                    self.error(path + (key,), f"'{key}' applies to fp16/bf16 snippets (this one is fp32)", key=True)
+            return
+        if spec.keep_fp32 and spec.precision_path == "flags":
+            self.error(path + ("keep_fp32",), "keep_fp32 needs the converted precision path (precision_path: "
+                                              "converted or auto); builder flags choose precision per layer")
+        if spec.keep_fp32:
+            ops, nodes = onnx_op_types_and_nodes(onnx_path)
+            for i, entry in enumerate(spec.keep_fp32):
+                if entry not in ops and entry not in nodes:
+                    self.error(path + ("keep_fp32", i), f"{onnx_path.name} has no op type or node named "
+                                                        f"'{entry}'{did_you_mean(entry, sorted(ops | nodes))}")
 
     def formats(self, path: YamlPath, spec: SnippetSpec, onnx_name: str, ports: dict) -> dict[str, str]:
         result = {}
@@ -228,14 +247,24 @@ class Validator:
             except ReferenceLoadError as exc:
                 self.error(path + ("reference",), str(exc))
         self.kernel_symbols(spec, path)
+        folders, options = self.kernel_includes(spec, base, path)
         if len(self.problems) > before and any(p.severity == "error" for p in self.problems[before:]):
             return None
         args = tuple(KernelArgInfo(a.name, a.kind, a.dtype, None if a.shape is None else tuple(a.shape), a.value)
                      for a in spec.args)
-        include_dirs = (source_path.parent,) if source_path else (base,)
+        include_dirs = includes.include_dirs(source_path.parent if source_path else base, folders)
         where = self.smap.locate(path + (("source",) if spec.source is not None else ("code",)))
         return KernelInfo(name, source, source_path, include_dirs, spec.entry, tuple(spec.template_args),
-                          dict(spec.defines), tuple(spec.options), args, spec.launch, ref_path, ref_func, where)
+                          dict(spec.defines), tuple(options), args, spec.launch, ref_path, ref_func, where)
+
+    def kernel_includes(self, spec: KernelSpec, base: Path, path: YamlPath) -> tuple[list[Path], list[str]]:
+        """-I folders from the options, resolved from the kernel description's folder (must exist)."""
+        folders, options, where = includes.split_include_options(spec.options, base)
+        for folder, index in zip(folders, where, strict=True):
+            if not folder.is_dir():
+                self.error(path + ("options", index), f"include folder not found: {display_name(folder)} "
+                                                      f"(relative -I paths are resolved from {display_name(base)}/)")
+        return folders, options
 
     def kernel_symbols(self, spec: KernelSpec, path: YamlPath) -> None:
         """Every symbol in out shapes, scalar values and the grid must be bound by an 'in' pattern."""

@@ -1,11 +1,12 @@
-"""The CUDA backend: every step on one stream, every tensor and all TensorRT scratch in one arena.
+"""One execution instance of the CUDA backend: its own stream, arena, TensorRT contexts, staging and graphs.
 
-At load time: engines are built or loaded from the cache, kernels compiled (or loaded from the cache),
-the arena laid out (inputs | constants | planned intermediates | shared TensorRT scratch) and allocated
-once, constants uploaded, every TensorRT context bound to its arena addresses and every kernel's
-arguments packed. At run time: inputs are staged through pinned memory (or bound zero-copy), steps are
-enqueued, and outputs are copied back with one synchronisation. Shapes are re-specialised only when the
-input shapes change from the previous run.
+Made from a ``CudaCompiled`` (compiled.py), which holds the engines, kernel modules and arena layout that
+every instance shares. At creation: the arena is allocated once (laid out as inputs | constants | planned
+intermediates | TensorRT scratch), constants uploaded, every TensorRT context bound to this arena and
+every kernel's arguments packed. At run time: inputs are staged through pinned memory (or bound zero-copy
+in eager mode, copied device-to-device into their arena slots in graph modes), steps are enqueued on this
+instance's stream, and outputs are copied back with one synchronisation. Shapes are re-specialised only
+when the input shapes change from the previous run.
 """
 
 from __future__ import annotations
@@ -13,97 +14,49 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ... import cache, dtypes
+from ... import dtypes
 from ...errors import ExecutionError
 from ...inputs import DeviceArray, DeviceView, check_output_buffer
-from ...kernels.nvrtc import compile_kernel
 from ...kernels.signature import bind_symbols, derived_scalar, launch_config, out_shapes
 from ...layouts import storage_bytes, to_logical
-from ...pipeline.ir import KernelCall, Pipeline, SnippetCall, Step, walk
-from ...planning import analyse, concrete_shapes, dims_at, plan_memory, tensor_bytes
-from ...planning.memory import ALIGNMENT, MemoryPlan, align
+from ...pipeline.ir import KernelCall, SnippetCall, Step, walk
+from ...planning.memory import align
 from ..base import Backend, StepRunner
-from .driver import Context, DeviceAllocation, PinnedAllocation, Stream, check, cu
-from .kernel import KernelLaunch, LoadedKernel
-from .snippet import EngineCache, Profile, StepContext, TensorRTSnippet
+from .arena import SCRATCH_ALIGNMENT
+from .compiled import CudaCompiled
+from .driver import DeviceAllocation, PinnedAllocation, Stream, check, cu
+from .kernel import KernelLaunch
+from .snippet import StepContext
 
 log = logging.getLogger("orchestrator")
 
 
-@dataclass(frozen=True)
-class ArenaLayout:
-    """Byte offsets of every tensor in the arena, and where the shared TensorRT scratch starts."""
-
-    offsets: dict[str, int]
-    capacity: dict[str, int]  # bytes reserved per tensor (at the dims' max bounds)
-    scratch_offset: int
-    scratch_bytes: int
-    plan: MemoryPlan
-
-    @property
-    def total(self) -> int:
-        return self.scratch_offset + self.scratch_bytes
-
-    def summary(self) -> dict[str, int | float | bool]:
-        fixed = self.plan_offset
-        return {**self.plan.summary(), "inputs_and_constants_bytes": fixed,
-                "tensorrt_scratch_bytes": self.scratch_bytes, "arena_total_bytes": self.total}
-
-    @property
-    def plan_offset(self) -> int:
-        return min((o for n, o in self.offsets.items() if n in self.plan.offsets), default=self.scratch_offset)
-
-
-def layout_arena(pipeline: Pipeline, max_bytes: Mapping[str, int], scratch: int) -> ArenaLayout:
-    offsets, capacity, cursor = {}, {}, 0
-    for name, info in pipeline.tensors.items():
-        if info.origin in ("input", "constant"):
-            offsets[name], capacity[name] = cursor, max_bytes[name]
-            cursor += align(max(max_bytes[name], 1))
-    plan = plan_memory(pipeline, max_bytes, analyse(pipeline))
-    for name, offset in plan.offsets.items():
-        offsets[name], capacity[name] = cursor + offset, max_bytes[name]
-    cursor = align(cursor + plan.arena_bytes, ALIGNMENT)
-    return ArenaLayout(offsets, capacity, cursor, align(scratch), plan)
-
-
 class CudaBackend(Backend):
+    """Instance ``index`` of a compiled pipeline, on ``stream`` (the caller's) or a stream of its own."""
+
     name = "cuda"
 
-    def __init__(self, pipeline: Pipeline, *, stream: Any = None, cache_dir: str | Path | None = None,
-                 device_index: int = 0):
-        super().__init__(pipeline)
-        self.context = Context(device_index)
+    def __init__(self, compiled: CudaCompiled, index: int = 0, stream: Any = None):
+        super().__init__(compiled.pipeline)
+        self.compiled, self.index = compiled, index
+        self.context, self.layout = compiled.context, compiled.layout
+        self.snippets, self.kernels = compiled.snippets, compiled.kernels
+        self.context.make_current()
         self.stream = Stream(stream)
-        root = cache.cache_dir(cache_dir)
-        self.bounds = {w: concrete_shapes(pipeline, dims_at(pipeline, w)) for w in ("min", "opt", "max")}
-        self.engine_cache = EngineCache(root, self.context.info)
-        uses = Counter(n.snippet for n in walk(pipeline.body) if isinstance(n, SnippetCall))
-        profiles = {name: self._profile(name) for name in pipeline.snippets}
-        self.snippets = {name: TensorRTSnippet(info, self.engine_cache.engine(info, profiles[name], max(uses[name], 1)),
-                                               dynamic=bool(profiles[name]))
-                         for name, info in pipeline.snippets.items()}
-        self.kernels = {name: LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
-                        for name, info in pipeline.kernels.items()}
-        scratch = max((s.scratch_bytes for s in self.snippets.values()), default=0)
-        self.layout = layout_arena(pipeline, tensor_bytes(pipeline, self.bounds["max"]), scratch)
-        self.arena = DeviceAllocation(self.layout.total)
-        self.address = {n: self.arena.address + o for n, o in self.layout.offsets.items()}
-        self._upload_constants()
+        self.arena: DeviceAllocation | None = None
+        self.address: dict[str, int] = {}
         self._pinned: list[PinnedAllocation] = []
-        self._nbytes: dict[str, int] = {}
-        self._stage_in = self._pinned_slots([n for n, t in pipeline.inputs.items() if t.origin == "input"])
-        self._stage_out = self._pinned_slots(list(pipeline.outputs))
-        self._scalar = PinnedAllocation(8)
+        self._events: list[Any] = []
         self._contexts: list[tuple[SnippetCall, StepContext]] = []
+        self._graph_compiler = None
+        self._nbytes: dict[str, int] = {}
+        self._profiles_taken: Counter[str] = Counter()  # contexts made per snippet by this instance
         self._launches: list[tuple[KernelCall, KernelLaunch]] = []
-        self._input_sites: dict[str, list[Callable[[int], None]]] = {n: [] for n in pipeline.inputs}
+        self._input_sites: dict[str, list[Callable[[int], None]]] = {n: [] for n in self.pipeline.inputs}
         self._host_sites: list[tuple[KernelLaunch, str, str]] = []
         self._bound_input: dict[str, int] = {}
         self.host_values: dict[str, np.ndarray] = {}
@@ -112,31 +65,27 @@ class CudaBackend(Backend):
         # What a captured graph depends on: input shapes and the host values baked into kernel arguments
         # (kept current by set_inputs, so that a graph-mode run only looks it up).
         self.graph_key: tuple = (None, ())
-        self.enqueuers: dict[int, Callable[[Stream], None]] = {}  # step id -> enqueue on a given stream
-        self._graph_compiler = None
-        self._events: list[Any] = []
+        self.enqueuers: dict[int, Callable[[Any], None]] = {}  # step id -> enqueue on a given stream
+        try:
+            self.arena = DeviceAllocation(self.layout.total, SCRATCH_ALIGNMENT)
+            self.address = {n: self.arena.address + o for n, o in self.layout.offsets.items()}
+            self._upload_constants()
+            self._stage_in = self._pinned_slots([n for n, t in self.pipeline.inputs.items() if t.origin == "input"])
+            self._stage_out = self._pinned_slots(list(self.pipeline.outputs))
+            self._scalar = self._pinned_block(8)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- load time ------------------------------------------------------------------------------
-    def _profile(self, snippet: str) -> Profile:
-        info = self.pipeline.snippets[snippet]
-        if info.profile is not None:
-            return info.profile
-        profile: Profile = {}
-        for step in (n for n in walk(self.pipeline.body) if isinstance(n, SnippetCall) and n.snippet == snippet):
-            for port, tensor in step.inputs.items():
-                if all(isinstance(d, int) for d in info.inputs[port].shape):
-                    continue
-                lo, mid, hi = (self.bounds[w][tensor] for w in ("min", "opt", "max"))
-                if port in profile:
-                    plo, pmid, phi = profile[port]
-                    lo, mid, hi = tuple(map(min, lo, plo)), pmid, tuple(map(max, hi, phi))
-                profile[port] = (lo, mid, hi)
-        return profile
+    def _pinned_block(self, nbytes: int) -> PinnedAllocation:
+        block = PinnedAllocation(nbytes)
+        self._pinned.append(block)
+        return block
 
     def _pinned_slots(self, names: list[str]) -> dict[str, np.ndarray]:
         sizes = {n: align(max(self.layout.capacity[n], 1)) for n in names}
-        block = PinnedAllocation(sum(sizes.values()))
-        self._pinned.append(block)
+        block = self._pinned_block(sum(sizes.values()))
         slots, cursor = {}, 0
         for name in names:
             slots[name] = block.array[cursor:cursor + self.layout.capacity[name]]
@@ -154,8 +103,10 @@ class CudaBackend(Backend):
         return self._kernel_runner(step)
 
     def _snippet_runner(self, step: SnippetCall) -> StepRunner:
+        profile = self.index * max(self.compiled.uses[step.snippet], 1) + self._profiles_taken[step.snippet]
+        self._profiles_taken[step.snippet] += 1
         ctx = self.snippets[step.snippet].context(self.arena.address + self.layout.scratch_offset,
-                                                  self.stream.address)
+                                                  self.stream.address, profile)
         for port, tensor in list(step.inputs.items()) + list(step.outputs.items()):
             ctx.bind(port, self.address[tensor])
             if tensor in self._input_sites:
@@ -185,11 +136,11 @@ class CudaBackend(Backend):
         enqueue, stream = self.carry_enqueuer(pairs), self.stream
         return lambda: enqueue(stream)
 
-    def carry_enqueuer(self, pairs: tuple[tuple[str, str], ...]) -> Callable[[Stream], None]:
+    def carry_enqueuer(self, pairs: tuple[tuple[str, str], ...]) -> Callable[[Any], None]:
         copies = [(self.address[state], self.address[nxt], nxt) for state, nxt in pairs]
         nbytes = self._nbytes
 
-        def enqueue(stream: Stream) -> None:
+        def enqueue(stream: Any) -> None:  # anything with a CUstream ``handle``
             for dst, src, nxt in copies:
                 check(cu.cuMemcpyDtoDAsync(dst, src, nbytes[nxt], stream.handle), "cuMemcpyDtoDAsync")
 
@@ -209,6 +160,24 @@ class CudaBackend(Backend):
             self._graph_compiler = GraphCompiler(self)
         return self._graph_compiler
 
+    # the GraphTarget interface (graphs.py): what the graph compiler may ask of this instance
+    @property
+    def device_ordinal(self) -> int:
+        return self.context.ordinal
+
+    @property
+    def conditions(self) -> Any:
+        return self.compiled.conditions
+
+    def address_of(self, tensor: str) -> int:
+        return self.address[tensor]
+
+    def enqueuer(self, step_id: int) -> Callable[[Any], None]:
+        return self.enqueuers[step_id]
+
+    def host_value(self, name: str) -> np.ndarray:
+        return self.host_values[name]
+
     # ---- run time -------------------------------------------------------------------------------
     def _set_inputs_impl(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None:
         key = tuple(v.shape for v in inputs.values())
@@ -219,8 +188,13 @@ class CudaBackend(Backend):
         for name, value in inputs.items():
             if self.pipeline.inputs[name].origin == "host":
                 self.host_values[name] = value
+            elif isinstance(value, DeviceArray) and self._graph_compiler is None:
+                self._bind_input(name, value.address)  # eager: zero-copy, the steps read the caller's buffer
             elif isinstance(value, DeviceArray):
-                self._bind_input(name, value.address)
+                # captured graphs read the arena slot: one device-to-device copy, ordered before the launch
+                self._bind_input(name, self.address[name])
+                check(cu.cuMemcpyDtoDAsync(self.address[name], value.address, self._nbytes[name],
+                                           self.stream.handle), "cuMemcpyDtoDAsync(device input)")
             else:
                 self._bind_input(name, self.address[name])
                 staged = self._stage_in[name][:value.nbytes]
@@ -323,7 +297,7 @@ class CudaBackend(Backend):
         self.stream.synchronize()
 
     def bind_thread(self) -> None:
-        self.context.make_current()
+        self.context.bind_thread()
 
     def timing_mark(self) -> object:
         event = check(cu.cuEventCreate(cu.CUevent_flags.CU_EVENT_DEFAULT), "cuEventCreate")
@@ -361,18 +335,21 @@ class CudaBackend(Backend):
         return self.layout.summary()
 
     def _close_impl(self) -> None:
+        """Release what this instance owns (the compiled pipeline keeps engines and modules). Contexts
+        are destroyed now, not when the executor's closures that reference them are collected."""
+        self.context.make_current()
         self.stream.synchronize()
         if self._graph_compiler is not None:
             self._graph_compiler.close()
+        for _, ctx in self._contexts:
+            ctx.release()
         self._contexts.clear()
         self._launches.clear()
-        for kernel in self.kernels.values():
-            kernel.unload()
-        self.snippets.clear()
-        self.arena.free()
-        for block in [*self._pinned, self._scalar]:
+        if self.arena is not None:
+            self.arena.free()
+        for block in self._pinned:
             block.free()
         for event in self._events:
             check(cu.cuEventDestroy(event), "cuEventDestroy")
+        self._events.clear()
         self.stream.destroy()
-        self.context.release()

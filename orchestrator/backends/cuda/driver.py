@@ -6,6 +6,7 @@ error string.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,9 @@ class DeviceInfo:
         return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
 
 
+_current = threading.local()  # the context this module last made current on each thread
+
+
 class Context:
     """The device's primary context, made current on this thread (shared with TensorRT, PyTorch...)."""
 
@@ -49,6 +53,7 @@ class Context:
         check(cu.cuInit(0), "cuInit")
         self.device = check(cu.cuDeviceGet(ordinal), "cuDeviceGet")
         self.handle = check(cu.cuDevicePrimaryCtxRetain(self.device), "cuDevicePrimaryCtxRetain")
+        self.address = int(self.handle)
         self.ordinal = ordinal
         self.make_current()
         attr = cu.CUdevice_attribute
@@ -59,9 +64,21 @@ class Context:
 
     def make_current(self) -> None:
         check(cu.cuCtxSetCurrent(self.handle), "cuCtxSetCurrent")
+        _current.address = self.address
+
+    def bind_thread(self) -> None:
+        """Make the context current on the calling thread, once per thread (runs call this first; a
+        thread that switches contexts behind our back must call ``make_current`` itself)."""
+        if getattr(_current, "address", None) != self.address:
+            self.make_current()
 
     def release(self) -> None:
-        check(cu.cuDevicePrimaryCtxRelease(self.device), "cuDevicePrimaryCtxRelease")
+        """Drop our retain of the primary context (once); the last release frees what it holds."""
+        if self.handle is not None:
+            self.handle = None
+            if getattr(_current, "address", None) is not None:
+                _current.address = None  # this thread must set a context again before its next run
+            check(cu.cuDevicePrimaryCtxRelease(self.device), "cuDevicePrimaryCtxRelease")
 
 
 def memory_in_use() -> int:
@@ -85,6 +102,7 @@ class Stream:
 
     def destroy(self) -> None:
         if self.owned:
+            self.owned = False
             check(cu.cuStreamDestroy(self.handle), "cuStreamDestroy")
 
 
@@ -102,15 +120,20 @@ def stream_handle(obj: Any) -> int:
 
 
 class DeviceAllocation:
-    """One cuMemAlloc block (the arena)."""
+    """One cuMemAlloc block (the arena) whose ``address`` is a multiple of ``alignment`` (cuMemAlloc
+    promises 256 bytes; TensorRT's scratch needs 512, so a larger alignment over-allocates)."""
 
-    def __init__(self, nbytes: int):
+    def __init__(self, nbytes: int, alignment: int = 256):
         self.nbytes = max(nbytes, 1)
-        self.handle = check(cu.cuMemAlloc(self.nbytes), "cuMemAlloc")
-        self.address = int(self.handle)
+        extra = alignment - 256 if alignment > 256 else 0
+        self.handle = check(cu.cuMemAlloc(self.nbytes + extra), "cuMemAlloc")
+        self.address = -(-int(self.handle) // alignment) * alignment
+        self.freed = False
 
     def free(self) -> None:
-        check(cu.cuMemFree(self.handle), "cuMemFree")
+        if not self.freed:
+            self.freed = True
+            check(cu.cuMemFree(self.handle), "cuMemFree")
 
 
 class PinnedAllocation:
@@ -126,4 +149,6 @@ class PinnedAllocation:
         self.array = np.ctypeslib.as_array((ctypes.c_uint8 * self.nbytes).from_address(self.address))
 
     def free(self) -> None:
-        check(cu.cuMemFreeHost(self.address), "cuMemFreeHost")
+        if self.array is not None:
+            self.array = None  # views of it must not outlive the memory
+            check(cu.cuMemFreeHost(self.address), "cuMemFreeHost")

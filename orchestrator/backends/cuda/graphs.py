@@ -7,7 +7,9 @@
   graph launch with no host round trip. Host inputs used by conditions are copied into device slots
   before the launch, so changing them needs no re-capture.
 
-Graphs are cached by ``backend.graph_key`` (input shapes, and host values baked into kernel arguments).
+The compiler talks to its execution instance only through ``GraphTarget``; the condition kernels are
+compiled once per pipeline (``ConditionKernels``, shared by every instance), the graphs once per instance.
+Graphs are cached by ``target.graph_key`` (input shapes, and host values baked into kernel arguments).
 On a miss the run is executed eagerly (this is also the warm-up TensorRT needs before capture) and the
 graph is captured for the next run. Built with cuda.core's GraphBuilder (conditional builders are put
 into building state before capturing into them, as the rig's verified example does).
@@ -16,17 +18,19 @@ into building state before capturing into them, as the rig's verified example do
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from ...decisions import loop_label
 from ...errors import ExecutionError
 from ...kernels.nvrtc import compile_source
 from ...lazy import lazy_import
 from ...pipeline.ir import Condition, IfBlock, Node, Pipeline, Step, SwitchBlock, WhileBlock, walk
 from ..base import StepRunner
-from .driver import DeviceAllocation, PinnedAllocation, check, cu
+from .driver import DeviceAllocation, PinnedAllocation, Stream, check, cu
 
 core = lazy_import("cuda.core")
 log = logging.getLogger("orchestrator")
@@ -76,35 +80,67 @@ class ControlBlock:
         self.staging.free()
 
 
+class GraphTarget(Protocol):
+    """What the graph compiler needs of an execution instance (backend.CudaBackend implements it)."""
+
+    pipeline: Pipeline
+    stream: Stream
+    graph_key: tuple  # what a captured graph depends on; kept current by the instance's set_inputs
+
+    @property
+    def device_ordinal(self) -> int: ...
+
+    @property
+    def conditions(self) -> ConditionKernels | None: ...
+
+    def address_of(self, tensor: str) -> int: ...
+
+    def enqueuer(self, step_id: int) -> Callable[[Any], None]: ...
+
+    def carry_enqueuer(self, pairs: tuple[tuple[str, str], ...]) -> Callable[[Any], None]: ...
+
+    def host_value(self, name: str) -> np.ndarray: ...
+
+
+class ConditionKernels:
+    """One NVRTC module with every block's condition kernel (extern "C": names are not mangled); built
+    once per pipeline and device, shared by the instances."""
+
+    def __init__(self, pipeline: Pipeline, blocks: list[Node], arch: str):
+        source = condition_source(pipeline, blocks)
+        compiled = compile_source(f"conditions_{pipeline.name}", source, f"cond_{blocks[0].id}", arch,
+                                  [f"--gpu-architecture={arch}", "-std=c++17"], "<conditions>")
+        self.module = check(cu.cuModuleLoadData(compiled.image), "cuModuleLoadData(conditions)")
+        self.functions = {b.id: check(cu.cuModuleGetFunction(self.module, f"cond_{b.id}".encode()),
+                                      "cuModuleGetFunction") for b in blocks}
+
+    def unload(self) -> None:
+        if self.module is not None:
+            check(cu.cuModuleUnload(self.module), "cuModuleUnload")
+            self.module, self.functions = None, {}
+
+
 class GraphCompiler:
-    def __init__(self, backend: Any):
+    """Captures and replays the graphs of one instance."""
+
+    def __init__(self, backend: GraphTarget):
         self.backend = backend
         pipeline = backend.pipeline
         self.blocks = [n for n in walk(pipeline.body) if isinstance(n, IfBlock | SwitchBlock | WhileBlock)]
         hosts = sorted({n for b in self.blocks for n in _condition_names(b) if n in pipeline.host_inputs})
         self.control = ControlBlock(hosts, self.blocks)
-        core.Device(backend.context.ordinal).set_current()  # cuda.core's view of our (primary) context
+        core.Device(backend.device_ordinal).set_current()  # cuda.core's view of our (primary) context
         self.core_stream = core.Stream.from_handle(backend.stream.address)
-        self.functions = self._compile_conditions() if self.blocks else {}
+        conditions = backend.conditions
+        self.functions = conditions.functions if conditions is not None else {}
         self.graphs: list[Any] = []
-
-    # ---- condition kernels ----------------------------------------------------------------------
-    def _compile_conditions(self) -> dict[int, Any]:
-        """One NVRTC program holds every block's condition kernel (extern "C": names are not mangled)."""
-        source = condition_source(self.backend.pipeline, self.blocks)
-        arch = self.backend.context.info.arch
-        compiled = compile_source(f"conditions_{self.backend.pipeline.name}", source, f"cond_{self.blocks[0].id}",
-                                  arch, [f"--gpu-architecture={arch}", "-std=c++17"], "<conditions>")
-        self._module = check(cu.cuModuleLoadData(compiled.image), "cuModuleLoadData(conditions)")
-        return {b.id: check(cu.cuModuleGetFunction(self._module, f"cond_{b.id}".encode()), "cuModuleGetFunction")
-                for b in self.blocks}
 
     def _operand(self, name: Any) -> int:
         if not isinstance(name, str):
             return 0
         if name in self.control.host_slot:
             return self.control.address("host_slot", name)
-        return self.backend.address[name]
+        return self.backend.address_of(name)
 
     def _launch_condition(self, block: Node, handle: int, stream: StreamRef, increment: int) -> None:
         if isinstance(block, SwitchBlock):
@@ -123,6 +159,7 @@ class GraphCompiler:
     def _capture(self, emit) -> Any:
         """Capture and instantiate; returns the executable graph's driver handle (the graph object is
         kept alive here). Runs launch it with one driver call: no Python layer between run and GPU."""
+        core.Device(self.backend.device_ordinal).set_current()  # cuda.core's state is per thread: this one
         builder = self.core_stream.create_graph_builder().begin_building()
         try:
             emit(builder)
@@ -165,7 +202,7 @@ class GraphCompiler:
                 self._launch_condition(node, int(cond.handle), inner, 1)
                 loop.end_building()
             else:
-                self.backend.enqueuers[node.id](stream)
+                self.backend.enqueuer(node.id)(stream)
 
     def _body(self, builder: Any, nodes: tuple[Node, ...]) -> None:
         builder.begin_building()
@@ -225,10 +262,10 @@ class GraphCompiler:
     def _stage_host_inputs(self, hosts: list[str]) -> None:
         if not hosts:
             return
-        staging, values = self.control.staging.array, self.backend.host_values
+        staging, value = self.control.staging.array, self.backend.host_value
         for name in hosts:
             slot = self.control.host_slot[name]
-            raw = np.ascontiguousarray(values[name]).view(np.uint8).reshape(-1)
+            raw = np.ascontiguousarray(value(name)).view(np.uint8).reshape(-1)
             staging[slot:slot + raw.size] = raw
         check(cu.cuMemcpyHtoDAsync(self.control.device.address, staging.ctypes.data, self.control.host_bytes,
                                    self.backend.stream.handle), "cuMemcpyHtoDAsync(host slots)")
@@ -253,9 +290,9 @@ class GraphCompiler:
                 observer.branch_taken(block, _label(block, value))
 
     def close(self) -> None:
+        for graph in self.graphs:
+            graph.close()  # the executable graphs now, not when the closures holding them are collected
         self.graphs.clear()
-        if self.functions:
-            check(cu.cuModuleUnload(self._module), "cuModuleUnload")
         self.control.free()
 
 
@@ -307,7 +344,7 @@ def _label(block: Node, value: int) -> str:
         return "then" if value else "else"
     if isinstance(block, SwitchBlock):
         return f"case {block.cases[value][0]}" if value < len(block.cases) else "default"
-    return f"{value} iterations"
+    return loop_label(value, block.max_iterations)
 
 
 def _condition_names(block: Node) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 from ... import cache
 from ...errors import CompileError, ExecutionError
 from ...pipeline.ir import SnippetInfo
+from ...precision import Conversion, converted
 from . import trt
 from .driver import DeviceInfo
 
@@ -20,8 +21,10 @@ Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
 class EngineCache:
-    """Serialized engines keyed by sha256 of the ONNX bytes, every build setting, TensorRT and the GPU;
-    one timing cache per GPU and TensorRT version. A corrupt or incompatible entry is rebuilt."""
+    """Serialized engines keyed by sha256 of the ONNX bytes, every build setting (precision path and
+    converter version included), TensorRT and the GPU; one timing cache per GPU and TensorRT version,
+    merged under a file lock so that processes building at once keep each other's entries. A corrupt or
+    incompatible entry is rebuilt."""
 
     def __init__(self, root: Path, device: DeviceInfo):
         self.root, self.device = root, device
@@ -30,10 +33,22 @@ class EngineCache:
         self.builds = 0  # engines built (not loaded from the cache) by this object
 
     def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile, copies: int) -> str:
-        settings = {"precision": info.precision, "workspace": info.workspace, "profile": profile, "copies": copies,
-                    "formats": info.formats,
+        path = self.path(info)
+        settings = {"precision": info.precision, "path": path, "workspace": info.workspace, "profile": profile,
+                    "copies": copies, "formats": info.formats,
                     "tensorrt": trt.version(), "gpu": self.device.name, "cc": self.device.compute_capability}
+        if path == "converted":
+            settings["conversion"] = self.conversion(info).settings()
         return cache.digest(onnx_bytes, settings)
+
+    @staticmethod
+    def path(info: SnippetInfo) -> str:
+        return trt.precision_path(info.name, info.precision, info.precision_path, bool(info.keep_fp32))
+
+    @staticmethod
+    def conversion(info: SnippetInfo) -> Conversion:
+        hwc8 = tuple(port for port, layout in info.formats.items() if layout == "hwc8")
+        return Conversion(info.precision, info.keep_fp32, hwc8)
 
     def engine(self, info: SnippetInfo, profile: Profile, copies: int = 1) -> Any:
         onnx_bytes = info.onnx_path.read_bytes()
@@ -44,26 +59,38 @@ class EngineCache:
             if engine is not None:
                 return engine
             log.warning("orchestrator: cached engine %s is corrupt or incompatible; rebuilding", path.name)
+        precision_path = self.path(info)
+        if precision_path == "converted":
+            onnx_bytes = converted(onnx_bytes, self.conversion(info), self.root, name=info.name)
         serialized, timing = trt.build_engine(onnx_bytes, name=info.name, precision=info.precision,
-                                              workspace=info.workspace, profile=profile,
+                                              path=precision_path, workspace=info.workspace, profile=profile,
                                               timing_cache=cache.read(self.timing_path), copies=copies,
                                               formats=info.formats)
         self.builds += 1
         cache.write_atomic(path, serialized)
-        cache.write_atomic(self.timing_path, timing)
+        self.save_timing_cache(timing)
         engine = trt.deserialize(serialized)
         if engine is None:
             raise CompileError(f"TensorRT could not load the engine it built for snippet '{info.name}'")
         return engine
 
+    def save_timing_cache(self, timing: bytes) -> None:
+        """Merge with what is on disk now (another process may have built meanwhile), under a lock."""
+        from filelock import FileLock
+
+        self.timing_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.timing_path) + ".lock", timeout=600):
+            merged = trt.merge_timing_caches(timing, cache.read(self.timing_path))
+            cache.write_atomic(self.timing_path, merged)
+
 
 class TensorRTSnippet:
-    """One engine; ``context()`` makes an execution context for one step of the pipeline."""
+    """One engine, deserialised once and shared by every instance; ``context()`` makes an execution
+    context for one step of one instance."""
 
     def __init__(self, info: SnippetInfo, engine: Any, dynamic: bool):
         self.info, self.engine, self.dynamic = info, engine, dynamic  # static engines share their one profile
         self.scratch_bytes = trt.scratch_bytes(engine)
-        self.contexts = 0
         inputs, outputs = trt.io_tensors(engine)
         if set(inputs) != set(info.inputs) or set(outputs) != set(info.outputs):
             raise CompileError(f"engine of snippet '{info.name}' has I/O {inputs} -> {outputs}, "
@@ -73,19 +100,23 @@ class TensorRTSnippet:
             if got != want:
                 raise CompileError(f"engine of snippet '{info.name}' keeps '{port}' as {got}, not {want}")
 
-    def context(self, scratch_address: int, stream_address: int) -> StepContext:
-        """A context for the next step that runs this snippet, on its own optimisation profile."""
+    def context(self, scratch_address: int, stream_address: int, profile: int) -> StepContext:
+        """A context whose scratch is at ``scratch_address``; with dynamic shapes it takes optimisation
+        profile ``profile``, which no other context may use (each instance's steps have their own)."""
         ctx = trt.context_without_memory(self.engine)
         trt.set_scratch(ctx, scratch_address, self.scratch_bytes)
         profiles = self.engine.num_optimization_profiles
-        if self.dynamic and (profiles > 1 or self.contexts > 0):
-            if self.contexts >= profiles:
+        if self.dynamic and (profiles > 1 or profile > 0):
+            if profile >= profiles:
                 raise CompileError(f"snippet '{self.info.name}': engine has {profiles} optimisation profile(s) "
-                                   f"but {self.contexts + 1} steps run it")
-            if not ctx.set_optimization_profile_async(self.contexts, stream_address):
-                raise ExecutionError(f"snippet '{self.info.name}': cannot select profile {self.contexts}")
-        self.contexts += 1
+                                   f"but profile {profile} is needed (steps x instances)")
+            if not ctx.set_optimization_profile_async(profile, stream_address):
+                raise ExecutionError(f"snippet '{self.info.name}': cannot select profile {profile}")
         return StepContext(self.info.name, ctx)
+
+    def release(self) -> None:
+        """Drop the engine (its contexts must be released first)."""
+        self.engine = None
 
 
 class StepContext:
@@ -104,6 +135,10 @@ class StepContext:
     def output_shape(self, tensor: str) -> tuple[int, ...]:
         return tuple(self.context.get_tensor_shape(tensor))
 
+    def release(self) -> None:
+        """Destroy the TensorRT context now, even if a compiled closure still references this object."""
+        self.context = None
+
     def enqueue(self, stream_address: int) -> None:
         if not self.context.execute_async_v3(stream_address):
-            raise ExecutionError(f"snippet '{self.name}': TensorRT enqueue failed: {'; '.join(trt.logger().errors)}")
+            raise ExecutionError(f"snippet '{self.name}': TensorRT enqueue failed: {'; '.join(trt.take_errors())}")

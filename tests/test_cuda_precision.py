@@ -1,0 +1,109 @@
+"""GPU tests of the precision paths (backends/cuda/trt.py): fp16 by builder flag and fp16 converted in the
+ONNX (what TensorRT 11 requires; on 8.6 built with the FP16 flag), hwc8 boundaries on both, ops kept in
+fp32, and the merged timing cache."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from orchestrator import Orchestrator
+from orchestrator.backends import cuda
+
+pytestmark = pytest.mark.gpu
+
+ok, why = cuda.available()
+if not ok:
+    pytest.skip(f"CUDA backend unavailable: {why}", allow_module_level=True)
+
+FP16 = 1e-2
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def matting(tmp_path, options: str) -> str:
+    """pipelines/matting.yaml (two fp16 snippets) with ``options`` added to both snippets."""
+    text = (ROOT / "pipelines" / "matting.yaml").read_text()
+    text = text.replace("../snippets/", f"{ROOT}/snippets/").replace("../custom_kernels/", f"{ROOT}/custom_kernels/")
+    text = text.replace("precision: fp16,", f"precision: fp16, {options},")
+    path = tmp_path / "matting.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def matting_inputs(seed: int):
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 256, (1, 160, 224, 3), dtype=np.uint8),
+            "trimap": rng.integers(0, 256, (1, 160, 224), dtype=np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("precision-cache")
+
+
+def converted_models(cache) -> set[str]:
+    return {p.name for p in (cache / "converted").glob("*.onnx")}
+
+
+@pytest.mark.parametrize("options", ["precision_path: flags", "precision_path: converted",
+                                     "keep_fp32: [Relu]"])
+def test_fp16_paths_match_the_reference(tmp_path, cache, options):
+    path = matting(tmp_path, options)
+    before = converted_models(cache)
+    gpu = Orchestrator.from_yaml(path, device="cuda", cache_dir=cache)
+    cpu = Orchestrator.from_yaml(path, device="cpu")
+    for seed in range(2):
+        x = matting_inputs(seed)
+        assert rel_l2(gpu.run(x)["alpha"], cpu.run(x)["alpha"]) <= FP16
+    made = converted_models(cache) - before  # one converted model per snippet, kept in the cache
+    assert len(made) == (0 if "flags" in options else 2), made
+    gpu.close()
+
+
+@pytest.mark.parametrize("mode", [False, True], ids=["eager", "graph"])
+def test_hwc8_boundaries_on_the_converted_path(tmp_path, mode):
+    """The converted models declare the hwc8 ports float16; engines keep them in HWC8 (checked at load)."""
+    sys.path.insert(0, str(ROOT / "snippets"))
+    import generate
+    import onnx
+
+    from orchestrator.snip import snip
+
+    model = tmp_path / "classify.onnx"
+    onnx.save(generate.full_model("classify"), str(model))
+    pipeline = snip(model, tmp_path / "hwc8", at="s1,s3", dims={"N": 2}, precision="fp16",
+                    boundary_format="hwc8").pipeline
+    text = pipeline.read_text().replace("precision: fp16", "precision: fp16, precision_path: converted")
+    assert "precision_path: converted" in text
+    pipeline.write_text(text)
+    gpu = Orchestrator.from_yaml(pipeline, device="cuda", cache_dir=tmp_path / "cache", graphs=mode)
+    cpu = Orchestrator.from_yaml(pipeline, device="cpu")
+    x = {"x": np.random.default_rng(3).standard_normal((2, 3, 224, 224)).astype(np.float32)}
+    assert rel_l2(gpu.run(x)["logits"], cpu.run(x)["logits"]) <= FP16
+    assert len(list((tmp_path / "cache" / "converted").glob("*.onnx"))) == 3
+    gpu.close()
+
+
+def test_timing_caches_merge_the_entries_of_both(workdir):
+    from conftest import write
+
+    from orchestrator.backends.cuda import trt
+
+    caches = []
+    for snippet, port in (("relu", "x"), ("add", "a")):
+        extra = "  b: {dtype: float32, shape: [N, 4]}\n" if snippet == "add" else ""
+        out = "c" if snippet == "add" else "y"
+        path = write(workdir, f"inputs:\n  {port}: {{dtype: float32, shape: [N, 4]}}\n{extra}outputs: [{out}]\n"
+                              f"snippets:\n  s: {{onnx: {snippet}.onnx}}\nsteps:\n  - snippet: s\n", f"{snippet}.yaml")
+        Orchestrator.from_yaml(path, device="cuda", cache_dir=workdir / snippet).close()
+        caches.append(next((workdir / snippet / "timing").glob("*.cache")).read_bytes())
+    merged = trt.merge_timing_caches(*caches)
+    assert len(merged) >= max(len(c) for c in caches)
+    assert trt.merge_timing_caches(merged, caches[0]) and trt.merge_timing_caches(caches[0], None) == caches[0]
