@@ -98,6 +98,9 @@ def check_interpreter() -> None:
             f"libpython{version[0]}.{version[1]}.so.1.0); {sys.executable} ({sys.version.split()[0]}) has none, "
             f"so the stub would mix another build's libpython with this one's standard library: use "
             f"/usr/bin/python3 or rebuild with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)")
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise MissingDependencyError(f"serve: PyTriton 0.7 needs numpy<2 (with numpy {np.__version__} its answers "
+                                     f"come back empty); pip install 'numpy<2'")
     _check_stub_imports()
     paths = [str(libpython.parent), *filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(":"))]
     os.environ["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(paths))

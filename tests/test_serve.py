@@ -143,12 +143,20 @@ def test_interpreter_without_shared_libpython_is_refused_in_one_line(served, mon
     assert err.startswith("error: serve needs a CPython built with a shared libpython") and "\n" not in err
 
 
+def test_numpy_2_is_refused(monkeypatch):
+    monkeypatch.setattr(serve.np, "__version__", "2.2.6")
+    with pytest.raises(MissingDependencyError, match=r"PyTriton 0.7 needs numpy<2 \(with numpy 2.2.6"):
+        check_interpreter()
+
+
 def test_packages_the_isolated_stub_cannot_see_are_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(serve.site, "getsitepackages", lambda: [str(tmp_path)])
     with pytest.raises(MissingDependencyError, match=f"ignores PYTHONPATH and cannot import numpy .*into {tmp_path}"):
         check_interpreter()
-    numpy_home = Path(np.__file__).resolve().parent.parent
-    (tmp_path / "rig.pth").write_text(f"{numpy_home}\n")
+    import zmq
+
+    homes = {Path(m.__file__).resolve().parent.parent for m in (np, zmq)}
+    (tmp_path / "rig.pth").write_text("".join(f"{home}\n" for home in homes))
     check_interpreter()
 
 
