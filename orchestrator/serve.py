@@ -26,6 +26,7 @@ import os
 import signal
 import site
 import sys
+import sysconfig
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,15 +108,17 @@ def check_interpreter() -> None:
 
 
 def loaded_libpython() -> Path | None:
-    """The libpython this process runs on (None for a statically linked interpreter)."""
+    """The shared libpython of this interpreter's own build: the one mapped in this process (pyenv
+    ``--enable-shared``, relocated copies of it), else, for an executable linked statically against it
+    (Debian's ``python3.11``), the one its build installed (sysconfig ``LIBDIR``); None if neither exists."""
     name = f"libpython{sys.version_info[0]}.{sys.version_info[1]}.so.1.0"
     with open("/proc/self/maps") as maps:
         for line in maps:
             path = Path(line.split(maxsplit=5)[-1].strip())
-            if path.name.startswith(f"libpython{sys.version_info[0]}.{sys.version_info[1]}") \
-                    and (path.parent / name).is_file():
+            if path.name.startswith(name.split(".so")[0] + ".so") and (path.parent / name).is_file():
                 return path.parent / name
-    return None
+    built = Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent") / name
+    return built if built.is_file() else None
 
 
 def _check_stub_imports() -> None:
