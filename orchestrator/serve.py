@@ -21,7 +21,6 @@ there, so numpy and pyzmq must be importable from the interpreter's own site-pac
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import signal
 import site
@@ -38,8 +37,6 @@ import numpy as np
 from . import dtypes
 from .errors import InputError, MissingDependencyError, OrchestratorError
 from .pipeline.ir import Pipeline
-
-log = logging.getLogger("orchestrator.serve")
 
 STUB_VERSIONS = ((3, 8), (3, 9), (3, 10), (3, 11), (3, 12), (3, 13))  # stubs shipped in nvidia-pytriton 0.7
 _INSTALL = "pip install 'orchestrator[serve]'"
@@ -132,7 +129,7 @@ def _check_stub_imports() -> None:
         if spec is None or spec.origin is None:
             raise MissingDependencyError(f"serve needs {name}: {_INSTALL}")
         home = Path(spec.origin).resolve().parent.parent
-        if not any(home == v.resolve() or home.is_relative_to(v.resolve()) for v in visible):
+        if not any(home.is_relative_to(v.resolve()) for v in visible):
             raise MissingDependencyError(
                 f"serve: Triton's Python stub ignores PYTHONPATH and cannot import {name} from {home}; install "
                 f"the [serve] extra into {visible[0]} or add a .pth file there naming {home}")
@@ -283,14 +280,6 @@ def _bound(path: str | Path, options: ServeOptions) -> Iterator[tuple[Any, Model
             Triton(config=triton_config(options)) as triton:
         bind(triton, spec, orchestrator, options.instances, options.queue_delay_us)
         yield triton, spec
-
-
-@contextmanager
-def running(path: str | Path, options: ServeOptions) -> Iterator[ModelSpec]:
-    """Serve in the background (returns once the model is ready) until the ``with`` block ends."""
-    with _bound(path, options) as (triton, spec):
-        triton.run()
-        yield spec
 
 
 def serve(path: str | Path, options: ServeOptions, on_ready: Any = None) -> None:
