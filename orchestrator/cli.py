@@ -307,6 +307,30 @@ def _advise(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_GRAPHS = {"off": False, "segments": "segments", "whole": True}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import ServeOptions, serve
+
+    if not args.debug:
+        logging.getLogger("pytriton").setLevel(logging.WARNING)
+    options = ServeOptions(instances=args.instances, max_batch=args.max_batch, device=args.device,
+                           host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                           metrics_port=args.metrics_port, model_name=args.model_name,
+                           queue_delay_us=args.queue_delay_us, graphs=_GRAPHS[args.graphs])
+
+    def ready(spec) -> None:
+        batching = f"dynamic batching up to {spec.max_batch_size}" if spec.max_batch_size else "no batching"
+        print(f"{args.pipeline}: serving model '{spec.name}' ({args.instances} instance(s), {batching}) on "
+              f"http://{args.host}:{args.http_port}, grpc {args.host}:{args.grpc_port}, metrics "
+              f"http://{args.host}:{args.metrics_port}/metrics; Ctrl+C stops", flush=True)
+
+    serve(args.pipeline, options, on_ready=ready)
+    print(f"{args.pipeline}: stopped", flush=True)
+    return EXIT_OK
+
+
 def _schema(args: argparse.Namespace) -> int:
     from .pipeline.schema import json_schema
 
@@ -422,6 +446,20 @@ def build_parser() -> argparse.ArgumentParser:
     _input_arguments(p, required=False)  # with inputs, also measure each snippet's fp16 vs fp32 error
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_advise)
+
+    p = sub.add_parser("serve", help="serve a pipeline on Triton Inference Server (PyTriton): HTTP, gRPC, metrics")
+    p.add_argument("pipeline")
+    p.add_argument("--instances", type=int, default=1, help="Triton model instances = orchestrator instances")
+    p.add_argument("--max-batch", type=int, help="dynamic batching bound (default: the batch dimension's max)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--model-name", help="Triton model name (default: the pipeline's name)")
+    p.add_argument("--queue-delay-us", type=int, default=0, help="dynamic batcher's max queue delay")
+    p.add_argument("--graphs", choices=list(_GRAPHS), default="off", help="CUDA graph mode of every instance")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("schema", help="print the JSON Schema of pipeline files")
     p.set_defaults(func=_schema)

@@ -44,12 +44,16 @@ class CudaCompiled(CompiledPipeline):
         self.engine_cache = EngineCache(root, self.context.info)
         # steps per snippet: a dynamic-shape engine gets one optimisation profile per step per instance
         self.uses = Counter(n.snippet for n in walk(pipeline.body) if isinstance(n, SnippetCall))
+        # what fails fast goes first: kernels (signatures are checked as they compile) and every snippet's
+        # precision path, before the first (slow) engine build
+        for name, info in pipeline.kernels.items():
+            self.kernels[name] = LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
+        for info in pipeline.snippets.values():
+            self.engine_cache.path(info)
         for name, info in pipeline.snippets.items():
             profile = self._profile(name)
             engine = self.engine_cache.engine(info, profile, self.profiles_needed(name, profile, options.instances))
             self.snippets[name] = TensorRTSnippet(info, engine, dynamic=bool(profile))
-        for name, info in pipeline.kernels.items():
-            self.kernels[name] = LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
         scratch = max((s.scratch_bytes for s in self.snippets.values()), default=0)
         self.layout: ArenaLayout = layout_arena(pipeline, tensor_bytes(pipeline, self.bounds["max"]), scratch)
         blocks = [n for n in walk(pipeline.body) if isinstance(n, IfBlock | SwitchBlock | WhileBlock)]
