@@ -243,11 +243,11 @@ def swin() -> onnx.ModelProto:
     return e.model({"image": (1, 3, 32, 32)}, [linear(e, pooled, d, 10, "head")])
 
 
-def unet() -> onnx.ModelProto:
-    """A matting-like encoder-decoder: four levels, long skips concatenated in the decoder, upsampling by
-    Resize and by ConvTranspose, sigmoid alpha. The bottleneck is also an output, read later."""
+def unet(size: int = 32, widths: tuple[int, ...] = (8, 16, 32, 64)) -> onnx.ModelProto:
+    """A matting-like encoder-decoder on RGB + trimap: four levels, long skips concatenated in the decoder,
+    upsampling by Resize and by ConvTranspose, sigmoid alpha. The bottleneck is also an output, read later.
+    Channels double as the resolution halves, so every 3x3 conv costs about the same."""
     e = Exporter("unet", 12)
-    widths = [8, 16, 32, 64]  # channels double as the resolution halves: every 3x3 conv costs about the same
     skips, x, cin = [], "image", 4
     for level, w in enumerate(widths):
         e.scope = f"/enc{level}"
@@ -271,7 +271,7 @@ def unet() -> onnx.ModelProto:
         cin = w
     e.scope = "/head"
     alpha = e.op("Sigmoid", [conv(e, x, cin, 1, 3, bn=False, act=False, name="alpha")])
-    return e.model({"image": (1, 4, 32, 32)}, [alpha, bottleneck])
+    return e.model({"image": (1, 4, size, size)}, [alpha, bottleneck])
 
 
 MODELS = {"resnet_bn": lambda: resnet(False), "resnet_folded": lambda: resnet(True), "vit": vit,

@@ -21,6 +21,7 @@ class SnipResult:
     cuts: list[Cut]
     piece_costs: list[float]  # estimated compute (MACs) of each piece
     max_abs_error: float
+    names: dict[str, str]  # model tensor -> pipeline tensor, for the inputs, outputs and cut tensors
 
     @property
     def boundaries(self) -> list[tuple[str, ...]]:
@@ -61,12 +62,12 @@ def snip(model_path: Path, out_dir: Path, *, at: str | None = None, pieces: int 
     text, names = pipeline_yaml(graph, parts, files, pipeline.parent, precision, formats)
     pipeline.write_text(text)
     # FP16 boundaries round every value that crosses them: compare at FP16's accuracy, not FP32's.
-    tolerance = 1e-4 if not any(formats) else 1e-2
+    tolerance = checks.TOLERANCE if not any(formats) else checks.FP16_TOLERANCE
     error = checks.verify(model_path, pipeline, feeds, names, tolerance)
     compute = graph.costs()
     bounds = [0, *[c.position + 1 for c in cuts], len(compute)]
     shares = [float(compute[a:b].sum()) for a, b in zip(bounds, bounds[1:], strict=False)]
-    return SnipResult(files, pipeline, cuts, shares, error)
+    return SnipResult(files, pipeline, cuts, shares, error, names)
 
 
 def _check_given(graph: Graph, given: dict[str, np.ndarray], model_path: Path) -> None:

@@ -92,30 +92,31 @@ class Graph:
     def _types(self) -> dict[str, TensorType]:
         graph = self.model.graph
         types = {}
+        inputs = {v.name for v in graph.input}
         for value in [*graph.input, *graph.value_info, *graph.output]:
             t = value.type.tensor_type if value.type.HasField("tensor_type") else None
             dtype = dtypes.from_onnx(t.elem_type) if t is not None and t.elem_type else None
+            # A model input without a shape is written into the pipeline as rank 0, and fed as a scalar.
+            unknown = () if value.name in inputs else ("?",)
             shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                          for d in t.shape.dim) if t is not None and t.HasField("shape") else ("?",)
+                          for d in t.shape.dim) if t is not None and t.HasField("shape") else unknown
             types[value.name] = TensorType(dtype, shape)
         for init in graph.initializer:
             types[init.name] = TensorType(dtypes.from_onnx(init.data_type), tuple(init.dims))
         return types
 
     def _folded(self, node):
-        """Shape/Size of a statically shaped tensor is a constant (the exporter's shape arithmetic)."""
+        """Shape of a statically shaped tensor is a constant (the exporter's shape arithmetic). Not Size:
+        folding it lets onnxruntime inline If branches whose outputs then fail its stricter checks."""
         from onnx import helper, numpy_helper
 
-        if node.op_type not in ("Shape", "Size") or node.input[0] not in self.types:
+        if node.op_type != "Shape" or node.input[0] not in self.types:
             return node
         shape = self.types[node.input[0]].shape
         if not all(isinstance(d, int) and d > 0 for d in shape):
             return node
-        if node.op_type == "Size":
-            value = np.array(int(np.prod(shape)), dtype=np.int64)
-        else:
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            value = np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], dtype=np.int64)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        value = np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], dtype=np.int64)
         return helper.make_node("Constant", [], list(node.output), name=node.name or node.output[0],
                                 value=numpy_helper.from_array(value))
 

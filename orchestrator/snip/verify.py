@@ -27,6 +27,10 @@ _PARAMETER_SLOTS = {
     "MelWeightMatrix": (0, 1, 2, 3, 4), "TfIdfVectorizer": (0,), "Bernoulli": (0,),
 }
 _PASS_THROUGH = {"Cast", "Identity", "CastLike"}
+# Relative L2 error allowed between the chained pieces and the model: FP32 summation order only, or the
+# rounding of FP16 (hwc8) boundaries.
+TOLERANCE = 1e-4
+FP16_TOLERANCE = 1e-2
 
 
 def parameter_uses(graph: Graph, name: str) -> str | None:

@@ -79,11 +79,10 @@ def piece_model(graph: Graph, piece: Piece, name: str):
         if t not in values or not values[t].type.HasField("tensor_type"):
             raise SnipError(f"tensor '{t}' has no type after shape inference; it cannot cross a cut")
     reads = {r for n in piece.nodes for r in node_reads(n)} | set(piece.outputs)
-    produced = {o for n in piece.nodes for o in n.output}
-    inner = [values[t] for t in produced if t in values and t not in piece.outputs]
+    # No inner value_info: what inference wrote for If/Loop outputs can contradict onnxruntime's own.
     body = helper.make_graph(piece.nodes, name, [values[t] for t in piece.inputs],
                              [values[t] for t in piece.outputs],
-                             [graph.initializers[t] for t in graph.initializers if t in reads], value_info=inner)
+                             [graph.initializers[t] for t in graph.initializers if t in reads])
     out = helper.make_model(body, opset_imports=list(model.opset_import), producer_name="orchestrator snip")
     out.ir_version = min(model.ir_version, 10)
     out.functions.extend(model.functions)
@@ -135,7 +134,7 @@ def pipeline_yaml(graph: Graph, pieces: list[Piece], files: list[Path], base: Pa
         for param, symbol in symbols.items():
             size = graph.sizes.get(param, graph.sizes.get(symbol, 1))
             lines.append(f"  {symbol}: {{min: {size}, opt: {size}, max: {size}}}")
-    lines += ["inputs:", *inputs, f"outputs: [{', '.join(names[t] for t in graph.outputs)}]", "snippets:"]
+    lines += ["inputs:" if inputs else "inputs: {}", *inputs, f"outputs: [{', '.join(names[t] for t in graph.outputs)}]", "snippets:"]
     for i, path in enumerate(files):
         options = [f"onnx: {path.relative_to(base)}"] + ([f"precision: {precision}"] if precision != "fp32" else [])
         if formats[i]:
