@@ -156,3 +156,33 @@ def test_a_wrong_piece_fails_verification(models, tmp_path):
     feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)}
     with pytest.raises(SnipError, match="do not reproduce output '/Gemm_57_output_0' .relative L2"):
         verify(models["resnet_folded"], result.pipeline, feeds, result.names, TOLERANCE)
+
+
+def test_dynamic_batch_keeps_shape_tensors_inside_pieces(models, tmp_path):
+    """With a symbolic batch the exporter's Shape arithmetic cannot be folded: the cuts avoid it."""
+    model = onnx.load(str(models["vit"]))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    for output in model.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    onnx.save(model, str(tmp_path / "vit_n.onnx"))
+    graph = Graph(load_model(tmp_path / "vit_n.onnx"))
+    assert any(n.op_type == "Shape" for n in graph.order)
+    result = snip(tmp_path / "vit_n.onnx", tmp_path / "out", pieces=4, dims={"N": 2})
+    assert "N: {min: 2, opt: 2, max: 2}" in result.pipeline.read_text()
+    assert all(graph.types[t].dtype == "float32" for c in result.cuts for t in c.tensors)
+
+
+@pytest.mark.parametrize("name", ["swin", "unet"])
+def test_cuts_anywhere(models, tmp_path, name):
+    """Five cuts after random nodes: whatever crosses them is carried, and the pipeline still reproduces
+    the model (snip verifies it)."""
+    graph = Graph(load_model(models[name]))
+    costs = CostModel(graph, "fp32", "linear")
+    live = graph.live_sets()
+    allowed = [i for i in range(len(graph.order) - 1) if np.isfinite(costs.cut(i, live[i]).cost)]
+    chosen = sorted(np.random.default_rng(len(name)).choice(allowed, 5, replace=False))
+    at = ",".join(graph.order[i].output[0] for i in chosen)
+    result = snip(models[name], tmp_path, at=at)
+    assert [c.position for c in result.cuts] == chosen
+    assert [set(c.tensors) for c in result.cuts] == [set(live[i]) for i in chosen]

@@ -7,9 +7,9 @@ reads. Its estimated cost, in multiply-accumulate equivalents so that it compare
 - fusion lost: a tensor from a conv/matmul/norm read by a pointwise activation after the cut is written and
   read again by a separate activation kernel; a tensor read by a Concat after the cut is copied into the
   concat's output, where TensorRT would have written it in place;
-- reformats: with FP16 snippets and linear boundaries, TensorRT converts each 4-D tensor to and from its
-  FP16 channels-last format at the cut (``--boundary-format hwc8`` stores it in that format instead: only
-  the channel padding to a multiple of 8 is paid).
+- reformats: with FP16 snippets, TensorRT converts each FP32 linear boundary tensor to and from its own
+  FP16 format at the cut (``--boundary-format hwc8`` stores 4-D tensors in FP16 channels-last instead:
+  only the channel padding to a multiple of 8 is paid; other ranks stay FP32 linear).
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ class CostModel:
         if any(n.op_type == "Concat" for n in later):
             cost += 2.0 * nbytes
             note = f"{t} is copied into a Concat"
-        if four_d and self.fp16 and not self.hwc8:
+        if self.fp16 and ttype.dtype == "float32" and not (four_d and self.hwc8):
             cost += 2.0 * nbytes
-            note = note or f"{t} is reformatted (linear FP32 boundary)"
+            note = note or f"{t} is reformatted (FP32 linear boundary of FP16 snippets)"
         return nbytes, cost * MACS_PER_BYTE, note
 
 
