@@ -37,10 +37,21 @@ def snip(model_path: Path, out_dir: Path, *, at: str | None = None, pieces: int 
     against onnxruntime. ``dims`` sizes symbolic dimensions (default: read off ``inputs``, else 1);
     ``inputs`` gives values for model inputs (required for shape/parameter inputs). ``boundary_format``
     'hwc8' (with fp16) keeps 4-D tensors between snippets in TensorRT's FP16 channels-last format."""
-    import onnx
-
     if (at is None) == (pieces is None):
         raise SnipError("give exactly one of --at and --pieces")
+    where = display_name(model_path)
+    try:
+        return _snip(model_path, out_dir, at, pieces, dims, precision, boundary_format, inputs)
+    except SnipError as exc:  # every problem names the model it is about
+        if str(exc).startswith(where):
+            raise
+        raise SnipError(f"{where}: {exc}") from None
+
+
+def _snip(model_path: Path, out_dir: Path, at: str | None, pieces: int | None, dims: dict[str, int] | None,
+          precision: str, boundary_format: str, inputs: dict[str, np.ndarray] | None) -> SnipResult:
+    import onnx
+
     if boundary_format != "linear" and precision != "fp16":
         raise SnipError(f"--boundary-format {boundary_format} is an FP16 format; add --precision fp16")
     model = load_model(model_path)
