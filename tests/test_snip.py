@@ -49,6 +49,8 @@ def test_balanced_pieces(models, tmp_path):
     assert np.allclose(shares * costs.sum(), result.piece_costs)
     assert shares.min() > 0.1, shares  # no piece is starved
     assert len(snip(models["classify"], tmp_path / "one", pieces=1).pieces) == 1
+    every = snip(models["classify"], tmp_path / "all", pieces=len(graph.order))  # one compute node per piece
+    assert [c.position for c in every.cuts] == list(range(len(graph.order) - 1))
 
 
 def test_multi_tensor_cut_and_dims(models, tmp_path):
