@@ -37,12 +37,11 @@ def split(graph: Graph, ends: list[int]) -> list[Piece]:
             outputs += [o for o in graph.outputs if o in graph.constant]
         reads = [r for n in nodes for r in node_reads(n)] + outputs
         inputs = list(dict.fromkeys(r for r in reads if graph.is_activation(r) and r not in produced))
-        if len(bounds) == 2:
+        if len(bounds) == 2:  # the whole model: its own interface, unused inputs and all
             inputs, outputs = list(graph.inputs), list(graph.outputs)
         else:
             _refuse_passthrough(graph)
-        constants = [r for n in nodes for r in node_reads(n)] + outputs
-        pieces.append(Piece(_constants_for(graph, constants) + nodes, inputs, _in_output_order(graph, outputs)))
+        pieces.append(Piece(_constants_for(graph, reads) + nodes, inputs, _in_output_order(graph, outputs)))
     return pieces
 
 
