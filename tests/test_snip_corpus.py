@@ -142,17 +142,24 @@ def test_fp16_boundaries_fail_the_fp32_tolerance(models, tmp_path):
     assert verify(models["unet"], result.pipeline, feeds, result.names, FP16_TOLERANCE) > 0
     with pytest.raises(SnipError, match="do not reproduce output"):
         verify(models["unet"], result.pipeline, feeds, result.names, TOLERANCE)
+    _scale_largest_weight(result.pieces[8], 1.1)  # a 10% wrong layer is more than FP16 rounding
+    with pytest.raises(SnipError, match="do not reproduce output"):
+        verify(models["unet"], result.pipeline, feeds, result.names, FP16_TOLERANCE)
+
+
+def _scale_largest_weight(path, factor: float) -> None:
+    from onnx import numpy_helper
+
+    piece = onnx.load(str(path))
+    weight = max(piece.graph.initializer, key=lambda t: np.prod(t.dims))
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(factor), weight.name))
+    onnx.save(piece, str(path))
 
 
 def test_a_wrong_piece_fails_verification(models, tmp_path):
     """One weight of one piece off by 1%: the pipeline still runs, and the verification rejects it."""
-    from onnx import numpy_helper
-
     result = snip(models["resnet_folded"], tmp_path, pieces=4)
-    piece = onnx.load(str(result.pieces[2]))
-    weight = piece.graph.initializer[0]
-    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(1.01), weight.name))
-    onnx.save(piece, str(result.pieces[2]))
+    _scale_largest_weight(result.pieces[2], 1.01)
     feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)}
     with pytest.raises(SnipError, match="do not reproduce output '/Gemm_57_output_0' .relative L2"):
         verify(models["resnet_folded"], result.pipeline, feeds, result.names, TOLERANCE)
