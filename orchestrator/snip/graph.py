@@ -1,8 +1,9 @@
 """A model's graph as snip sees it: activations in topological order, and what only depends on weights.
 
 A tensor computed only from initializers and ``Constant`` nodes (weight aliases, index scalars, the shape
-arithmetic of statically shaped tensors) is a *constant*: it never crosses a cut, and every piece that reads
-it gets its own copy of the nodes that compute it. Everything else is an *activation*; the nodes that
+arithmetic of statically shaped tensors) or from the shapes of model inputs (a dynamic batch size) is a
+*constant*: it never crosses a cut, and every piece that reads it gets its own copy of the nodes that
+compute it (and the model input whose shape they read). Everything else is an *activation*; the nodes that
 compute activations, in the model's own topological order, are the positions a cut can fall between.
 """
 
@@ -81,7 +82,8 @@ class Graph:
         nodes = [self._folded(n) for n in _needed(list(graph.node), self.outputs)]
         self.constant = set(self.initializers)
         for node in nodes:
-            if node.op_type not in _NONDETERMINISTIC and all(n in self.constant for n in node_reads(node)):
+            if _input_shape(node, self.inputs) or (node.op_type not in _NONDETERMINISTIC and all(
+                    n in self.constant for n in node_reads(node))):
                 self.constant.update(o for o in node.output if o)
         self.const_nodes = [n for n in nodes if n.output and n.output[0] in self.constant]
         self.order = [n for n in nodes if not (n.output and n.output[0] in self.constant)]
@@ -186,6 +188,11 @@ class Graph:
             trans = any(x.name == "transA" and x.i for x in node.attribute)
             return out * float(a[0] if trans else a[-1]) if a else out
         return out
+
+
+def _input_shape(node, inputs: list[str]) -> bool:
+    """Shape or Size of a model input: any piece can compute it from the input, which every step can read."""
+    return node.op_type in ("Shape", "Size") and bool(node.input) and node.input[0] in inputs
 
 
 def _needed(nodes: list, outputs: list[str]) -> list:

@@ -35,13 +35,14 @@ def split(graph: Graph, ends: list[int]) -> list[Piece]:
                    if o and (o in graph.outputs or graph.last_use.get(o, -1) >= stop)]
         if k == len(bounds) - 2:  # constant outputs come from the last piece
             outputs += [o for o in graph.outputs if o in graph.constant]
-        reads = [r for n in nodes for r in node_reads(n)] + outputs
+        copied = _constants_for(graph, [r for n in nodes for r in node_reads(n)] + outputs)
+        reads = [r for n in copied + nodes for r in node_reads(n)]
         inputs = list(dict.fromkeys(r for r in reads if graph.is_activation(r) and r not in produced))
         if len(bounds) == 2:  # the whole model: its own interface, unused inputs and all
             inputs, outputs = list(graph.inputs), list(graph.outputs)
         else:
             _refuse_passthrough(graph)
-        pieces.append(Piece(_constants_for(graph, reads) + nodes, inputs, _in_output_order(graph, outputs)))
+        pieces.append(Piece(copied + nodes, inputs, _in_output_order(graph, outputs)))
     return pieces
 
 
