@@ -274,6 +274,20 @@ def unet(size: int = 32, widths: tuple[int, ...] = (8, 16, 32, 64)) -> onnx.Mode
     return e.model({"image": (1, 4, size, size)}, [alpha, bottleneck])
 
 
+def batch_at_top() -> onnx.ModelProto:
+    """An MLP on [N, 16] that reads the batch size once at the top (`B = x.shape[0]`) and uses it in the
+    last layer's Reshape: with a symbolic N the Shape arithmetic cannot be folded."""
+    e = Exporter("batch_at_top", 5)
+    batch = e.op("Unsqueeze", [e.op("Gather", [e.op("Shape", ["x"]), e.index(0)], axis=0), e.const([0], np.int64)])
+    y = "x"
+    for i in range(6):
+        e.scope = f"/layer{i}"
+        y = e.op("Relu", [linear(e, y, 16, 16, "fc")])
+    e.scope = ""
+    out = e.op("Reshape", [y, e.op("Concat", [batch, e.const([4, 4], np.int64)], axis=0)])
+    return e.model({"x": ("N", 16)}, [out])
+
+
 MODELS = {"resnet_bn": lambda: resnet(False), "resnet_folded": lambda: resnet(True), "vit": vit,
           "bert": bert, "swin": swin, "unet": unet}
 # Index inputs are not random data: the verification is given their values.

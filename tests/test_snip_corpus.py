@@ -7,7 +7,6 @@ import numpy as np
 import onnx
 import pytest
 import snip_corpus as corpus
-from snip_corpus import linear
 
 from orchestrator.cli import main
 from orchestrator.pipeline.load import load_pipeline
@@ -199,15 +198,7 @@ def test_cuts_anywhere(models, tmp_path, name):
 def test_shape_of_a_model_input_is_recomputed_in_each_piece(tmp_path):
     """The batch size read once from the input at the top (`B = x.shape[0]`), used by the last layer: the
     piece that needs it computes it again from the input rather than carrying it across every cut."""
-    e = corpus.Exporter("batch_at_top", 5)
-    batch = e.op("Unsqueeze", [e.op("Gather", [e.op("Shape", ["x"]), e.index(0)], axis=0), e.const([0], np.int64)])
-    y = "x"
-    for i in range(6):
-        e.scope = f"/layer{i}"
-        y = e.op("Relu", [linear(e, y, 16, 16, "fc")])
-    e.scope = ""
-    out = e.op("Reshape", [y, e.op("Concat", [batch, e.const([4, 4], np.int64)], axis=0)])
-    model = e.model({"x": ("N", 16)}, [out])
+    model = corpus.batch_at_top()
     onnx.save(model, str(tmp_path / "m.onnx"))
     result = snip(tmp_path / "m.onnx", tmp_path / "out", pieces=4, dims={"N": 3})
     assert all(len(c.tensors) == 1 for c in result.cuts), result.cuts

@@ -77,3 +77,13 @@ def test_balanced_pieces_on_the_gpu(models, tmp_path, mode, name, pieces):
     feeds = {Graph(load_model(models[name])).inputs[0]:
              np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
     _check(result, models[name], feeds, mode, FP32, tmp_path)
+
+
+@pytest.mark.parametrize("mode", [False, True], ids=["eager", "graph"])
+def test_input_shape_recomputed_in_a_later_piece(tmp_path, mode):
+    """The last piece reads the model input only for its shape (the batch size): TensorRT must keep the
+    input bound and compute the Reshape from it."""
+    onnx.save(corpus.batch_at_top(), str(tmp_path / "m.onnx"))
+    result = snip(tmp_path / "m.onnx", tmp_path / "p", pieces=4, dims={"N": 3})
+    feeds = {"x": np.random.default_rng(4).standard_normal((3, 16)).astype(np.float32)}
+    _check(result, tmp_path / "m.onnx", feeds, mode, FP32, tmp_path)
