@@ -153,24 +153,21 @@ class Graph:
             sets.append(list(live))
         return sets
 
-    def nbytes(self, name: str, dtype: str | None = None) -> int:
+    def nbytes(self, name: str) -> int:
         t = self.types.get(name)
         if t is None or t.dtype is None:
             return 0
-        count = int(np.prod([d if isinstance(d, int) else self.sizes.get(d, 1) for d in t.shape]))
-        return count * np.dtype(dtypes.to_numpy(dtype or t.dtype)).itemsize
+        return int(self._count(name)) * np.dtype(dtypes.to_numpy(t.dtype)).itemsize
 
     def costs(self) -> np.ndarray:
         """Estimated multiply-accumulates per activation node (unknown dims at their --dims size, else 1)."""
         return np.array([self._macs(n) for n in self.order], dtype=np.float64)
 
     def _count(self, name: str) -> float:
-        t = self.types.get(name)
-        if t is None:
-            return 1.0
-        return float(np.prod([d if isinstance(d, int) else self.sizes.get(d, 1) for d in t.shape]))
+        return float(np.prod(self._dims(name)))
 
     def _dims(self, name: str) -> tuple[int, ...]:
+        """Concrete dims: symbolic ones at their --dims size, unknown ones at 1."""
         t = self.types.get(name, TensorType(None, ()))
         return tuple(d if isinstance(d, int) else self.sizes.get(d, 1) for d in t.shape)
 
