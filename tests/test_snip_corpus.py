@@ -204,3 +204,14 @@ def test_shape_of_a_model_input_is_recomputed_in_each_piece(tmp_path):
     assert all(len(c.tensors) == 1 for c in result.cuts), result.cuts
     last = onnx.load(str(result.pieces[-1]))
     assert "x" in [i.name for i in last.graph.input] and "Shape" in {n.op_type for n in last.graph.node}
+
+
+def test_named_cut_through_a_shape_tensor_is_refused(models, tmp_path):
+    model = onnx.load(str(models["vit"]))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    onnx.save(model, str(tmp_path / "vit_n.onnx"))
+    graph = Graph(load_model(tmp_path / "vit_n.onnx"))
+    shape = next(n for n in graph.order if n.op_type == "Shape")
+    with pytest.raises(SnipError, match=f"{shape.output[0]} cannot cross a cut .* cut before it is computed"):
+        snip(tmp_path / "vit_n.onnx", tmp_path / "out", at=shape.output[0], dims={"N": 2})

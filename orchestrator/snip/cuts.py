@@ -96,10 +96,11 @@ class CostModel:
         later = [n for i, n in self.readers.get(t, []) if i > position]
         producer = graph.producer.get(t)
         note = None
-        if producer is not None and any(n.op_type in _ACTIVATIONS or (
-                n.op_type in _EPILOGUES and producer.op_type in _FUSES_EPILOGUE) for n in later):
+        fused = [n for n in later if producer is not None and (n.op_type in _ACTIVATIONS or (
+            n.op_type in _EPILOGUES and producer.op_type in _FUSES_EPILOGUE))]
+        if fused:
             cost += 2.0 * nbytes
-            note = f"fusion lost: {producer.op_type} -> {later[0].op_type} at {t}"
+            note = f"fusion lost: {producer.op_type} -> {fused[0].op_type} at {t}"
         if any(n.op_type == "Concat" for n in later):
             cost += 2.0 * nbytes
             note = f"{t} is copied into a Concat"
@@ -116,7 +117,13 @@ def cuts_at(graph: Graph, model: CostModel, text: str, model_path: Path) -> list
     for part in filter(None, text.split(",")):
         positions.add(max(_position(graph, name, where) for name in part.split("+")))
     live = graph.live_sets()
-    return [model.cut(i, live[i]) for i in sorted(positions)]
+    cuts = [model.cut(i, live[i]) for i in sorted(positions)]
+    for cut in cuts:
+        if not np.isfinite(cut.cost):
+            blocked = next(n for n in cut.notes if "cannot cross a cut" in n)
+            raise SnipError(f"{where}: cutting after node {cut.position} ({graph.order[cut.position].output[0]}): "
+                            f"{blocked}; cut before it is computed or after its last use")
+    return cuts
 
 
 def _position(graph: Graph, name: str, where: str) -> int:
