@@ -215,3 +215,30 @@ def test_named_cut_through_a_shape_tensor_is_refused(models, tmp_path):
     shape = next(n for n in graph.order if n.op_type == "Shape")
     with pytest.raises(SnipError, match=f"{shape.output[0]} cannot cross a cut .* cut before it is computed"):
         snip(tmp_path / "vit_n.onnx", tmp_path / "out", at=shape.output[0], dims={"N": 2})
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet_bn"])
+def test_piece_costs_match_the_cuts_and_the_dp_is_optimal(models, name):
+    """The DP's cost matrix agrees with cutting in sequence (a tensor is charged at the first cut it
+    crosses), and over every placement of two cuts the DP finds the cheapest balanced one."""
+    from itertools import combinations
+
+    from orchestrator.snip.cuts import _partition
+
+    graph = Graph(load_model(models[name]))
+    model = CostModel(graph, "fp16", "linear")
+    matrix, live, n = model.piece_costs(), graph.live_sets(), len(graph.order)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        ends = sorted(rng.choice(np.arange(1, n), 4, replace=False))
+        previous, total = (), 0.0
+        for e in ends:
+            cut = model.cut(e - 1, live[e - 1], previous)
+            total, previous = total + cut.cost, cut.tensors
+        assert sum(matrix[a, b] for a, b in zip([0, *ends], ends, strict=False)) == pytest.approx(total)
+    compute = np.concatenate([[0.0], np.cumsum(graph.costs())])
+    mean = compute[-1] / 3
+    best = min((matrix[0, a] + matrix[a, b], (a, b)) for a, b in combinations(range(1, n), 2)
+               if all(0.5 * mean <= compute[y] - compute[x] <= 1.5 * mean for x, y in ((0, a), (a, b), (b, n))))
+    found = _partition(compute, matrix, 3, 0.5, 1.5)
+    assert matrix[0, found[0]] + matrix[found[0], found[1]] == pytest.approx(best[0])

@@ -3,7 +3,9 @@
 A cut after position i of the activation order carries every activation computed so far that a later node
 reads. Its estimated cost, in multiply-accumulate equivalents so that it compares with the pieces' compute:
 
-- bytes crossing: each tensor is written once and read once more than without the cut;
+- bytes crossing: each tensor is written once and read once more than without the cut; a tensor that
+  already crossed the previous cut is passed through (the pipeline defines it once) and costs nothing more,
+  so a long skip is charged once however many cuts it crosses;
 - fusion lost: a tensor from a conv/matmul/norm read by a pointwise activation after the cut is written and
   read again by a separate activation kernel; a tensor read by a Concat after the cut is copied into the
   concat's output, where TensorRT would have written it in place;
@@ -42,12 +44,14 @@ class Cut:
     position: int
     tensors: tuple[str, ...]
     nbytes: int
-    cost: float
+    cost: float  # of the tensors that did not cross the previous cut
     notes: tuple[str, ...] = ()
+    passed: tuple[str, ...] = ()  # tensors that crossed the previous cut too: passed through, free
 
     def describe(self) -> str:
         notes = f"; {'; '.join(self.notes)}" if self.notes else ""
-        return (f"{'+'.join(self.tensors) or '(nothing crosses)'}: {len(self.tensors)} tensor(s), "
+        passed = f" ({len(self.passed)} passed through from the previous cut)" if self.passed else ""
+        return (f"{'+'.join(self.tensors) or '(nothing crosses)'}: {len(self.tensors)} tensor(s){passed}, "
                 f"{self.nbytes / 2**20:.3g} MiB, est. cost {self.cost:.3g} MAC-eq{notes}")
 
 
@@ -73,16 +77,20 @@ class CostModel:
                 found.update(o for o in node.output if o)
         return found
 
-    def cut(self, position: int, tensors: list[str]) -> Cut:
+    def cut(self, position: int, tensors: list[str], previous: tuple[str, ...] = ()) -> Cut:
+        """The cut after ``position`` carrying ``tensors``; those in ``previous`` (the tensors crossing the
+        cut before it) are passed through and cost nothing more."""
         total, cost, notes = 0, 0.0, []
         for t in tensors:
-            nbytes, extra, note = self._tensor(position, t)
+            nbytes, extra, note = self.tensor(t)
             total += nbytes
-            cost += extra
-            notes += [note] if note else []
-        return Cut(position, tuple(tensors), total, cost, tuple(notes))
+            if t not in previous or not np.isfinite(extra):
+                cost += extra
+                notes += [note] if note else []
+        return Cut(position, tuple(tensors), total, cost, tuple(notes), tuple(t for t in tensors if t in previous))
 
-    def _tensor(self, position: int, t: str) -> tuple[int, float, str | None]:
+    def tensor(self, t: str) -> tuple[int, float, str | None]:
+        """(bytes, cost, note) of carrying ``t`` across one or more cuts."""
         graph = self.graph
         ttype = graph.types.get(t)
         if ttype is None or ttype.dtype is None or t in self.shape_valued:
@@ -93,21 +101,47 @@ class CostModel:
             c = ttype.shape[1] if isinstance(ttype.shape[1], int) else graph.sizes.get(ttype.shape[1], 1)
             nbytes = nbytes // 2 * (-(-c // 8) * 8) // max(c, 1)
         cost = 2.0 * nbytes
-        later = [n for i, n in self.readers.get(t, []) if i > position]
+        readers = [n for _, n in self.readers.get(t, [])]
         producer = graph.producer.get(t)
         note = None
-        fused = [n for n in later if producer is not None and (n.op_type in _ACTIVATIONS or (
+        fused = [n for n in readers if producer is not None and (n.op_type in _ACTIVATIONS or (
             n.op_type in _EPILOGUES and producer.op_type in _FUSES_EPILOGUE))]
         if fused:
             cost += 2.0 * nbytes
             note = f"fusion lost: {producer.op_type} -> {fused[0].op_type} at {t}"
-        if any(n.op_type == "Concat" for n in later):
+        if any(n.op_type == "Concat" for n in readers):
             cost += 2.0 * nbytes
             note = f"{t} is copied into a Concat"
         if self.fp16 and ttype.dtype == "float32" and not (four_d and self.hwc8):
             cost += 2.0 * nbytes
             note = note or f"{t} is reformatted (FP32 linear boundary of FP16 snippets)"
         return nbytes, cost * MACS_PER_BYTE, note
+
+    def piece_costs(self) -> np.ndarray:
+        """C[a, b]: the cost of the cut closing a piece of nodes [a, b) (cut after node b - 1) when the
+        previous cut closed at a: the tensors produced in [a, b) and read at b or later. Tensors crossing
+        both cuts were charged at the earlier one. inf where the cut would carry a tensor that cannot cross."""
+        graph, n = self.graph, len(self.graph.order)
+        diff = np.zeros((n + 2, n + 2))
+        blocked = np.zeros(n + 2)
+        for t, last in graph.last_use.items():
+            p = graph.position.get(t)
+            if p is None or last <= p:
+                continue
+            cost = self.tensor(t)[1]
+            if not np.isfinite(cost):  # every cut after p and up to last carries it
+                blocked[p + 1] += 1
+                blocked[last + 1] -= 1
+                continue
+            # a in [0, p], b in [p + 1, last]: a 2-D difference array
+            diff[0, p + 1] += cost
+            diff[0, last + 1] -= cost
+            diff[p + 1, p + 1] -= cost
+            diff[p + 1, last + 1] += cost
+        costs = np.cumsum(np.cumsum(diff, axis=0), axis=1)[: n + 1, : n + 1]
+        costs[:, np.cumsum(blocked)[: n + 1] > 0] = np.inf
+        costs[:, n] = 0.0  # the last piece ends the model: no cut
+        return costs
 
 
 def cuts_at(graph: Graph, model: CostModel, text: str, model_path: Path) -> list[Cut]:
@@ -117,7 +151,9 @@ def cuts_at(graph: Graph, model: CostModel, text: str, model_path: Path) -> list
     for part in filter(None, text.split(",")):
         positions.add(max(_position(graph, name, where) for name in part.split("+")))
     live = graph.live_sets()
-    cuts = [model.cut(i, live[i]) for i in sorted(positions)]
+    cuts: list[Cut] = []
+    for i in sorted(positions):
+        cuts.append(model.cut(i, live[i], cuts[-1].tensors if cuts else ()))
     for cut in cuts:
         if not np.isfinite(cut.cost):
             blocked = next(n for n in cut.notes if "cannot cross a cut" in n)
@@ -152,33 +188,35 @@ def balanced_cuts(graph: Graph, model: CostModel, pieces: int, model_path: Path)
         raise SnipError(f"{display_name(model_path)}: {n} compute nodes (constants aside); at most {n} pieces")
     if pieces == 1:
         return []
-    live = graph.live_sets()
-    cuts = [model.cut(i, live[i]) for i in range(n - 1)]
     compute = np.concatenate([[0.0], np.cumsum(graph.costs())])
-    cut_cost = np.array([0.0] + [c.cost for c in cuts] + [np.inf])  # indexed by the first node of a piece
+    costs = model.piece_costs()
     for low, high in _BALANCE:
-        ends = _partition(compute, cut_cost, pieces, low, high)
+        ends = _partition(compute, costs, pieces, low, high)
         if ends is not None:
-            return [cuts[e - 1] for e in ends]
+            live = graph.live_sets()
+            cuts: list[Cut] = []
+            for e in ends:
+                cuts.append(model.cut(e - 1, live[e - 1], cuts[-1].tensors if cuts else ()))
+            return cuts
     raise SnipError(f"{display_name(model_path)}: no {pieces} pieces can be cut without carrying a tensor "
                     f"that cannot cross a cut")
 
 
-def _partition(compute: np.ndarray, cut_cost: np.ndarray, pieces: int, low: float, high: float):
-    """Dynamic programme over piece boundaries e (piece = nodes [e', e)): least total cut cost with every
-    piece's compute within [low, high] x mean; ties go to the better balanced. None if infeasible."""
+def _partition(compute: np.ndarray, cut_costs: np.ndarray, pieces: int, low: float, high: float):
+    """Dynamic programme over piece boundaries e (piece = nodes [e', e), closed by a cut costing
+    cut_costs[e', e]): least total cut cost with every piece's compute within [low, high] x mean; ties go
+    to the better balanced. None if infeasible."""
     n = len(compute) - 1
     mean = compute[-1] / pieces
     span = compute[None, :] - compute[:, None]  # span[e', e]
     tol = 1e-9 * max(mean, 1.0)
     ok = (span >= low * mean - tol) & (span <= high * mean + tol) & np.triu(np.ones((n + 1, n + 1), bool), 1)
-    weight = np.where(ok, 1e-3 * np.abs(span - mean), np.inf)
+    weight = np.where(ok, 1e-3 * np.abs(span - mean) + cut_costs, np.inf)
     best = np.full(n + 1, np.inf)
     best[0] = 0.0
     back = []
-    for k in range(pieces):
-        enter = best + (cut_cost if k else 0.0)
-        total = enter[:, None] + weight
+    for _ in range(pieces):
+        total = best[:, None] + weight
         back.append(np.argmin(total, axis=0))
         best = total[back[-1], np.arange(n + 1)]
     if not np.isfinite(best[n]):
