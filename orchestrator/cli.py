@@ -259,10 +259,17 @@ def _snip(args: argparse.Namespace) -> int:
         if not size.isdigit():
             raise OrchestratorError(f"--dims: '{item}' is not NAME=SIZE")
         dims[name] = int(size)
+    given = _load_inputs(args.inputs) if args.inputs else None
     result = snip(Path(args.model), Path(args.output), at=args.at, pieces=args.pieces, dims=dims,
-                  precision=args.precision, boundary_format=args.boundary_format)
-    cuts = ", ".join("+".join(c) for c in result.boundaries) or "none"
-    print(f"{args.model}: {len(result.pieces)} snippets (cut at {cuts}) and {result.pipeline}")
+                  precision=args.precision, boundary_format=args.boundary_format, inputs=given)
+    print(f"{args.model}: {len(result.pieces)} snippets and {result.pipeline}")
+    total = sum(result.piece_costs) or 1.0
+    for i, cut in enumerate(result.cuts):
+        named = [t for t in (args.at or "").replace("+", ",").split(",") if t in cut.tensors]
+        carried = [t for t in cut.tensors if t not in named]
+        also = f" (also carries {', '.join(carried)})" if named and carried else ""
+        print(f"  cut {i + 1} after node {cut.position}{also}: {cut.describe()}")
+    print("  piece compute shares: " + ", ".join(f"{c / total:.0%}" for c in result.piece_costs))
     print(f"verified on the CPU reference backend: outputs match the original model "
           f"(max abs error {result.max_abs_error:.3g})")
     return EXIT_OK
@@ -419,10 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snip", help="cut an ONNX model into snippets and write a pipeline that chains them")
     p.add_argument("model")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--at", help="comma-separated tensor names to cut at ('a+b' cuts at two tensors at once)")
-    group.add_argument("--pieces", type=_positive, help="cut into this many pieces of about equal cost")
+    group.add_argument("--at", help="comma-separated tensors to cut after; every other live tensor is carried")
+    group.add_argument("--pieces", type=_positive, help="cut into this many pieces of balanced cost, at the cheapest cuts")
     p.add_argument("-o", "--output", required=True, help="folder for the snippets and pipeline.yaml")
     p.add_argument("--dims", help="sizes of symbolic dimensions, e.g. N=1,H=224,W=224 (default 1)")
+    p.add_argument("--inputs", help="an .npz of model inputs for the verification (required for shape inputs)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="of every snippet")
     p.add_argument("--boundary-format", choices=["linear", "hwc8"], default="linear",
                    help="layout of the 4-D tensors between snippets; hwc8 (needs fp16) avoids TensorRT "

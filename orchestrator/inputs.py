@@ -190,7 +190,7 @@ def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...
 
 def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
     if isinstance(value, np.ndarray):
-        return native_order(np.ascontiguousarray(value))  # big-endian data converted, never misread
+        return native_order(np.asarray(value, order="C"))  # not ascontiguousarray: it makes rank 0 rank 1
     device = _device_array(f"input '{name}'", value)
     if device is None:
         raise InputError(f"input '{name}': expected a numpy array or a device array "

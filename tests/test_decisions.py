@@ -121,5 +121,5 @@ def test_help_lists_every_command(capsys):
     for name, sub in commands.items():
         assert f"\n    {name} " in out
         assert f"`orchestrator {name}" in readme, f"README does not document '{name}'"
-        for option in ("--inputs", "--set", "--seed"):
+        for option in ("--set", "--seed"):  # pipeline inputs (snip's --inputs feeds a model)
             assert (option in sub.format_help()) == (name in ("run", "debug", "profile", "advise"))
