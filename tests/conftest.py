@@ -90,3 +90,14 @@ def write(folder: Path, text: str, name: str = "pipeline.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def pytest_runtest_logreport(report):
+    """With $ORCHESTRATOR_FAILURE_LOG set, each failure is appended there as it happens (device sessions
+    are cut off at a time limit, before pytest's own summary: bench/device/README.md)."""
+    import os
+
+    log = os.environ.get("ORCHESTRATOR_FAILURE_LOG")
+    if log and report.failed:
+        with open(log, "a") as f:
+            f.write(f"==== {report.nodeid} ({report.when})\n{report.longreprtext[-6000:]}\n")

@@ -49,7 +49,7 @@ def test_damaged_engine_entry_is_rebuilt_with_one_warning(tmp_path, caplog, dama
     with caplog.at_level(logging.WARNING, logger="orchestrator"):
         orch = Orchestrator.from_yaml(MATTING, device="cuda", cache_dir=tmp_path)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "cache entry" in r.getMessage()]
-    assert orch.backend.engine_cache.builds == 1
+    assert orch.compiled.engine_cache.builds == 1
     assert len(warnings) == 1 and first.name in warnings[0] and "corrupt or incompatible" in warnings[0]
     x = _matting_inputs()
     expected = Orchestrator.from_yaml(MATTING, device="cpu").run(x)["alpha"]

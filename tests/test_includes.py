@@ -13,6 +13,8 @@ from orchestrator.kernels.nvrtc import compile_kernel
 from orchestrator.pipeline.load import load_pipeline
 
 PIPELINE = """\
+dims:
+  N: {min: 1, opt: 3, max: 4}
 inputs:
   x: {dtype: float32, shape: [N, 4]}
 outputs: [z]
