@@ -279,3 +279,23 @@ def test_kept_ops_and_fp16_ports_on_an_encoder_with_two_outputs(keep, fp16_ports
     feeds = {"x": x.astype(np.float16) if "x" in fp16_ports else x}
     for want, got in zip(run(original, {"x": x}), run(converted, feeds), strict=True):
         assert np.abs(got.astype(np.float32) - want).max() <= 1e-2 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("name", ["resnet_bn", "resnet_folded", "vit", "bert", "swin", "unet"])
+def test_exporter_style_architectures_convert(name):
+    """The snip corpus (tests/snip_corpus.py: Constant nodes, shared weights, shape subgraphs, LayerNorm,
+    GELU, attention, window reshapes, long skips) converts to a valid fp16 graph that computes the same."""
+    import snip_corpus
+
+    original = snip_corpus.MODELS[name]().SerializeToString()
+    converted = convert(original, Conversion("fp16"), name=name)
+    onnx.checker.check_model(onnx.load_from_string(converted))
+    assert io_types(converted) == io_types(original)
+    assert FP16 in value_types(converted).values()
+    seeded = np.random.default_rng(0)
+    feeds = {i.name: seeded.integers(0, 10, [d if isinstance(d, int) else 2 for d in i.shape]).astype(np.int64)
+             if "int64" in i.type else
+             seeded.standard_normal([d if isinstance(d, int) else 2 for d in i.shape]).astype(np.float32)
+             for i in ort.InferenceSession(original).get_inputs()}
+    for want, got in zip(run(original, feeds), run(converted, feeds), strict=True):
+        assert np.abs(got - want).max() <= 1e-2 * np.abs(want).max()
