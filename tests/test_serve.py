@@ -298,10 +298,18 @@ def check_malformed_requests(server: Server) -> None:
 
 
 def check_metrics(server: Server) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    success = [line for line in text.splitlines() if line.startswith('nv_inference_request_success{model="tiny"')]
-    assert success and float(success[0].split()[-1]) >= 65, success
+    """65 successful requests (64 concurrent, one after the malformed ones) show in the metrics, which
+    Triton refreshes periodically: polled for up to 15 s."""
+    deadline, success = time.monotonic() + 15, []
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        success = [line for line in text.splitlines()
+                   if line.startswith('nv_inference_request_success{model="tiny"')]
+        if success and float(success[0].split()[-1]) >= 65:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"metrics never counted 65 successful requests: {success}")
 
 
 @pytest.mark.gpu
