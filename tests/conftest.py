@@ -4,17 +4,24 @@ backend cannot start)."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from hypothesis import Phase, settings
 from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["pytester"]
+
+# tests/mutation.py runs each mutant's tests with HYPOTHESIS_PROFILE=mutation: fixed examples, no shrinking
+# (a failing example is enough to kill a mutant; shrinking it costs minutes on shared cores).
+settings.register_profile("mutation", derandomize=True, phases=(Phase.explicit, Phase.generate), database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def require_gpu() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def report(module: str, work: Path, show: bool) -> float:
     print(f"{module}: {len(found)} mutants, {killed}/{tested} killed ({score:.1f}%); " +
           ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     for name, status in sorted(found.items()):
-        if status not in KILLED and (show or status != "survived"):
+        if status not in KILLED and show:
             diff = subprocess.run(["mutmut", "show", name], cwd=work, capture_output=True, text=True).stdout
             print(f"--- {status}: {name}\n{diff}")
     return score
@@ -92,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     for module in args.modules:
         work = args.work / module.replace("/", "_").removesuffix(".py")
         prepare(module, work)
-        run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=work,
-                             capture_output=True, text=True)
-        if not (work / "mutants" / (module + ".meta")).exists():
+        run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=work, capture_output=True,
+                             text=True, env={**os.environ, "HYPOTHESIS_PROFILE": "mutation"})
+        meta = work / "mutants" / (module + ".meta")
+        if not meta.exists() or "not checked" in statuses(work, module).values():
             print(run.stdout[-3000:], run.stderr[-3000:], file=sys.stderr)
             return 2
         worst = min(worst, report(module, work, args.show_survivors))

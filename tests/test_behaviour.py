@@ -1,0 +1,202 @@
+"""Behaviour that one-line bugs used to get past the suite with: kernel launch geometry and derived scalars,
+host scalars packed as the kernel reads them, dimension bounds at both ends, the while iteration limit,
+conservative liveness around loops, and snip's verification failing when the pieces disagree."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT, write
+
+from orchestrator import Orchestrator
+from orchestrator.dtypes import C_TYPES, DTYPES, to_numpy
+from orchestrator.errors import ExecutionError, InputError
+from orchestrator.kernels.signature import bind_symbols, derived_scalar, launch_config, out_shapes
+from orchestrator.pipeline.load import load_pipeline
+from orchestrator.planning import analyse, plan_memory
+
+GRID_KERNEL = """\
+code: |
+  extern "C" __global__ void tile(const float* src, float* dst, int rows, float gain) {}
+entry: tile
+args:
+  - {name: src, kind: in, dtype: float32, shape: [N, C]}
+  - {name: dst, kind: out, dtype: float32, shape: [N * 2, "cdiv(C, 3)"]}
+  - {name: rows, kind: scalar, dtype: int32, value: N * C + 1}
+  - {name: gain, kind: scalar, dtype: float32}
+launch: {grid: ["cdiv(C, 4)", N - 1], block: [32, 4]}
+reference: ref.py:scale
+"""
+
+KERNELS = """\
+inputs:
+  x: {dtype: float32, shape: [N, C]}
+outputs: [y, z]
+kernels:
+  scale: scale.yaml
+  tile: tile.yaml
+steps:
+  - kernel: scale
+    args: {src: x, dst: y, factor: 2.0}
+  - kernel: tile
+    args: {src: x, dst: z, gain: 1.5}
+"""
+
+
+@pytest.fixture
+def kernels(workdir):
+    (workdir / "tile.yaml").write_text(GRID_KERNEL)
+    return load_pipeline(write(workdir, KERNELS)).kernels
+
+
+@pytest.mark.parametrize(("shape", "blocks"), [((1, 1), 1), ((1, 128), 1), ((1, 129), 2), ((2, 128), 2),
+                                               ((3, 100), 3), ((5, 256), 10), ((0, 4), 1)])
+def test_one_thread_per_element_rounds_the_grid_up(kernels, shape, blocks):
+    scale = kernels["scale"]  # launch: {threads: dst, block: 128}
+    env = bind_symbols(scale, {"src": shape})
+    grid, block = launch_config(scale, env, {"src": shape, **out_shapes(scale, env)})
+    assert grid == (blocks, 1, 1) and block == (128, 1, 1)
+    assert grid[0] * block[0] >= shape[0] * shape[1]  # every element has a thread
+
+
+@pytest.mark.parametrize(("shape", "grid"), [((2, 8), (2, 1, 1)), ((3, 9), (3, 2, 1)), ((1, 1), (1, 1, 1)),
+                                             ((5, 17), (5, 4, 1))])
+def test_explicit_grid_output_shapes_and_derived_scalars(kernels, shape, grid):
+    tile = kernels["tile"]
+    env = bind_symbols(tile, {"src": shape})
+    n, c = shape
+    assert env == {"N": n, "C": c}
+    assert out_shapes(tile, env) == {"dst": (n * 2, -(-c // 3))}
+    assert launch_config(tile, env, {"src": shape}) == (grid, (32, 4, 1))  # [cdiv(C, 4), N - 1], at least 1
+    assert derived_scalar(tile, "rows", env) == n * c + 1
+    assert derived_scalar(tile, "gain", env) is None  # bound by the step, not derived
+
+
+def test_kernel_input_of_the_wrong_shape_names_the_argument(kernels):
+    with pytest.raises(ExecutionError, match=r"kernel 'scale': argument 'src' of shape \[2, 3, 4\]: rank 3"):
+        bind_symbols(kernels["scale"], {"src": (2, 3, 4)})
+
+
+def test_host_scalars_are_packed_as_the_kernel_reads_them():
+    """Each scalar parameter is packed in the C type the kernel declares for its dtype (an int32 count
+    packed as float32 would be read as a garbage int on the GPU, which the CPU reference never sees)."""
+    from orchestrator.backends.cuda.kernel import KernelLaunch
+    from orchestrator.pipeline.ir import KernelArgInfo
+    from orchestrator.pipeline.schema import LaunchSpec
+
+    args = tuple(KernelArgInfo(f"s_{d}", "scalar", d, None, None) for d in DTYPES)
+    info = types.SimpleNamespace(args=(KernelArgInfo("t", "in", "float32", ("N",), None), *args),
+                                 launch=LaunchSpec(threads="t", block=64), name="k")
+    launch = KernelLaunch(types.SimpleNamespace(info=info))
+    assert launch.values["t"].dtype == np.uint64  # a device pointer
+    sizes = {"float": 4, "half_t": 2, "signed char": 1, "unsigned char": 1, "int": 4, "long long": 8, "bool": 1}
+    for dtype in DTYPES:
+        packed = launch.values[f"s_{dtype}"]
+        assert packed.dtype == to_numpy(dtype) and packed.itemsize == sizes[C_TYPES[dtype]], dtype
+        launch.set(f"s_{dtype}", 3)
+        assert packed.tobytes() == np.array(3, to_numpy(dtype)).tobytes(), dtype
+    launch.set("s_int32", 7.0)
+    assert launch.values["s_int32"].tobytes() == np.int32(7).tobytes()
+    addresses = [int(a) for a in launch.pointers]
+    assert addresses == [v.ctypes.data for v in launch.values.values()]  # cuLaunchKernel's kernelParams
+
+
+BOUNDED = "dims:\n  N: {min: 2, opt: 2, max: 3}\n"
+
+
+@pytest.mark.parametrize(("n", "ok"), [(1, False), (2, True), (3, True), (4, False)])
+def test_dimension_bounds_are_inclusive(workdir, n, ok):
+    orch = Orchestrator(write(workdir, BOUNDED + (workdir / "base.yaml").read_text()), device="cpu")
+    x = {"x": np.ones((n, 4), np.float32), "flag": 1}
+    if ok:
+        np.testing.assert_array_equal(orch.run(x)["z"], np.full((n, 4), 2, np.float32))
+    else:
+        with pytest.raises(InputError, match=f"dimension N = {n} is outside dims.N .*min 2, max 3"):
+            orch.run(x)
+
+
+@pytest.mark.parametrize(("limit", "start", "iterations"), [(1, 16.0, 1), (2, 16.0, 2), (5, 16.0, 4),
+                                                            (3, 1.0, 0)])
+def test_while_stops_at_max_iterations_exactly(workdir, limit, start, iterations):
+    from test_control_flow import WHILE, Log
+
+    log = Log()
+    orch = Orchestrator(write(workdir, WHILE % limit), device="cpu", observer=log)
+    out = orch.run({"x": np.array([[start]], np.float32), "limit": 1.0})
+    assert log.branches == [f"{iterations} iterations"]
+    np.testing.assert_allclose(out["x_final"], [[start / 2**iterations]])
+
+
+LOOP = """\
+inputs:
+  x: {dtype: float32, shape: [1, 4]}
+  flag: {dtype: int32, host: true}
+outputs: [out]
+snippets:
+  add: {onnx: add.onnx}
+kernels:
+  scale: scale.yaml
+steps:
+  - kernel: scale
+    args: {src: x, dst: outer, factor: 1.0}
+  - kernel: scale
+    args: {src: x, dst: state, factor: 1.0}
+  - while: flag
+    max_iterations: 3
+    carry: {state: nxt}
+    body:
+      - snippet: add
+        inputs: {a: state, b: outer}
+        outputs: {c: t1}
+      - kernel: scale
+        args: {src: t1, dst: nxt, factor: 0.5}
+  - kernel: scale
+    args: {src: state, dst: out, factor: 1.0}
+"""
+
+
+@pytest.mark.parametrize("max_paths", [1, 1024])
+def test_tensor_read_in_every_iteration_keeps_its_memory(workdir, max_paths):
+    """'outer' is read by the body's first step in every iteration: nothing written later in the body may
+    take its memory, with exact paths or the conservative single path alike."""
+    pipeline = load_pipeline(write(workdir, LOOP))
+    live = analyse(pipeline, max_paths=max_paths)
+    assert live.exact == (max_paths > 1)
+    for later in ("t1", "nxt"):
+        assert frozenset(("outer", later)) in live.conflicts
+    plan = plan_memory(pipeline, dict.fromkeys(("outer", "state", "t1", "nxt", "out"), 16), live)
+    assert plan.offsets["outer"] not in (plan.offsets["t1"], plan.offsets["nxt"])
+
+
+def test_snip_refuses_pieces_that_do_not_reproduce_the_model(tmp_path, monkeypatch):
+    """The verification compares with the original model at 1e-4 (relative L2): a 1e-3 discrepancy fails
+    with the output named, a 1e-6 one passes."""
+    import onnxruntime
+
+    sys.path.insert(0, str(ROOT / "snippets"))
+    import generate
+
+    from orchestrator.snip import SnipError, snip
+
+    model = tmp_path / "classify.onnx"
+    onnx.save(generate.full_model("classify"), str(model))
+    original = onnxruntime.InferenceSession
+
+    def perturbed(scale):
+        def session(path, *args, **kwargs):
+            inner = original(path, *args, **kwargs)
+            if str(path) != str(model):
+                return inner
+            return types.SimpleNamespace(get_inputs=inner.get_inputs, run=lambda names, feeds: [
+                o * np.float32(1 + scale) for o in inner.run(names, feeds)])
+        return session
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", perturbed(1e-3))
+    with pytest.raises(SnipError, match=r"do not reproduce output 'logits' \(relative L2 0\.00(1|099)"):
+        snip(model, tmp_path / "bad", at="s1")
+    monkeypatch.setattr(onnxruntime, "InferenceSession", perturbed(1e-6))
+    assert snip(model, tmp_path / "good", at="s1").max_abs_error > 0
