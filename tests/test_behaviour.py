@@ -32,6 +32,11 @@ launch: {grid: ["cdiv(C, 4)", N - 1], block: [32, 4]}
 reference: ref.py:scale
 """
 
+KERNEL_YAML_CUBE = GRID_KERNEL.replace('launch: {grid: ["cdiv(C, 4)", N - 1], block: [32, 4]}',
+                                       "launch: {threads: dst, block: [16, 2, 4]}").replace(
+    'shape: [N * 2, "cdiv(C, 3)"]', "shape: [N, C]").replace(
+    "  - {name: gain, kind: scalar, dtype: float32}", "  - {name: factor, kind: scalar, dtype: float32}")
+
 KERNELS = """\
 inputs:
   x: {dtype: float32, shape: [N, C]}
@@ -200,3 +205,53 @@ def test_snip_refuses_pieces_that_do_not_reproduce_the_model(tmp_path, monkeypat
         snip(model, tmp_path / "bad", at="s1")
     monkeypatch.setattr(onnxruntime, "InferenceSession", perturbed(1e-6))
     assert snip(model, tmp_path / "good", at="s1").max_abs_error > 0
+
+
+def test_threads_launch_counts_every_block_dimension(workdir):
+    (workdir / "cube.yaml").write_text(KERNEL_YAML_CUBE)
+    text = KERNELS.replace("tile: tile.yaml", "tile: cube.yaml").replace("gain: 1.5", "factor: 1.5")
+    tile = load_pipeline(write(workdir, text)).kernels["tile"]
+    for count, blocks in ((128, 1), (129, 2), (1, 1), (1000, 8)):
+        env = bind_symbols(tile, {"src": (1, count)})
+        assert launch_config(tile, env, {"src": (1, count), "dst": (1, count)}) == ((blocks, 1, 1), (16, 2, 4))
+
+
+@pytest.mark.parametrize("text", ["a < -b", "a < f(x)", "a < True", "a < 'x'", "a < [1]", "a < b.c", "a.b < 1",
+                                  "a < 1 < 2", "a in b", "-a < 1", "not", "a < not b"])
+def test_conditions_outside_the_grammar_are_rejected_with_examples(text):
+    from orchestrator.pipeline.conditions import parse_condition
+
+    with pytest.raises(ValueError, match=r"is not a valid condition \(expected e.g. 'flag'"):
+        parse_condition(text)
+
+
+def test_negated_comparisons_keep_their_negation():
+    from orchestrator.pipeline.conditions import parse_condition
+
+    for op in ("<", "<=", ">", ">=", "==", "!="):
+        c = parse_condition(f"not score {op} -2")
+        assert (c.subject, c.op, c.rhs, c.negate) == ("score", op, -2.0, True)
+        assert str(c) == f"not score {op} -2.0"
+        assert not parse_condition(f"score {op} limit").negate and parse_condition(f"score {op} limit").rhs == "limit"
+
+
+@pytest.mark.parametrize(("expr", "message"), [
+    ("f(H)", "'f(H)': only cdiv(a, b), min(...), max(...) may be called"),
+    ("cdiv(H, b=2)", "only cdiv(a, b), min(...), max(...) may be called"),
+    ("H ** 2", "'H ** 2': only + - * // % are allowed"), ("1.5 * H", "'1.5 * H': only integer constants"),
+    ("H.x", "'H.x': Attribute is not allowed in a dimension expression"),
+    ("-H", "'-H': UnaryOp is not allowed"), ("H +", "'H +' is not a valid expression")])
+def test_shape_expression_errors_say_what_is_allowed(expr, message):
+    from orchestrator.pipeline import shapes
+
+    with pytest.raises(shapes.ShapeExprError) as info:
+        shapes.parse(expr)
+    assert message in str(info.value)
+
+
+def test_evaluate_shape_binds_what_it_can():
+    from orchestrator.pipeline import shapes
+
+    assert shapes.evaluate_shape(["N", "H // 2", 3], {"N": 2, "H": 9}) == (2, 4, 3)
+    assert shapes.evaluate_shape(["N", "H * 2"], {"N": 4}) == (4, "H * 2")
+    assert shapes.evaluate_shape(["N * W"], {"N": "B", "W": 3}) == ("B * 3",)
