@@ -63,7 +63,7 @@ class DeviceArray:
         shape, dtype = tuple(int(d) for d in cai["shape"]), np.dtype(cai["typestr"])
         strides = cai.get("strides")
         if strides is not None and tuple(strides) != _contiguous_strides(shape, dtype.itemsize):
-            raise InputError(f"input '{name}': device arrays must be C-contiguous (strides {tuple(strides)})")
+            raise InputError(f"{name}: device arrays must be C-contiguous (strides {tuple(strides)})")
         return cls(int(cai["data"][0]), shape, dtype, obj)
 
 
