@@ -78,7 +78,7 @@ def report(module: str, work: Path, show: bool) -> float:
     for name, status in sorted(found.items()):
         if status not in KILLED and show:
             diff = subprocess.run(["mutmut", "show", name], cwd=work, capture_output=True, text=True).stdout
-            print(f"--- {status}: {name}\n{diff}")
+            print(f"--- {status}: {name}\n{diff}", flush=True)
     return score
 
 
@@ -88,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/orchestrator-mutation"))
     parser.add_argument("--show-survivors", action="store_true", help="print every survivor's diff")
+    parser.add_argument("--report-only", action="store_true", help="report an earlier run in --work again")
     args = parser.parse_args(argv)
     worst = 100.0
     for module in args.modules:
         work = args.work / module.replace("/", "_").removesuffix(".py")
+        if args.report_only:
+            worst = min(worst, report(module, work, args.show_survivors))
+            continue
         prepare(module, work)
         run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=work, capture_output=True,
                              text=True, env={**os.environ, "HYPOTHESIS_PROFILE": "mutation"})

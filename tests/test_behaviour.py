@@ -255,3 +255,116 @@ def test_evaluate_shape_binds_what_it_can():
     assert shapes.evaluate_shape(["N", "H // 2", 3], {"N": 2, "H": 9}) == (2, 4, 3)
     assert shapes.evaluate_shape(["N", "H * 2"], {"N": 4}) == (4, "H * 2")
     assert shapes.evaluate_shape(["N * W"], {"N": "B", "W": 3}) == ("B * 3",)
+
+
+def chain(workdir, length: int = 4):
+    from test_planning import HEADER, k
+
+    text = HEADER % f"p{length - 1}" + k("x", "p0") + "".join(k(f"p{i - 1}", f"p{i}") for i in range(1, length))
+    return load_pipeline(write(workdir, text))
+
+
+@pytest.mark.parametrize("alignment", [1, 64, 512])
+def test_plan_honours_the_alignment_it_is_given(workdir, alignment):
+    pipeline = chain(workdir)
+    sizes = {"p0": 0, "p1": 100, "p2": 700, "p3": 1}
+    plan = plan_memory(pipeline, sizes, alignment=alignment)
+    slots = {n: -(-max(s, 1) // alignment) * alignment for n, s in sizes.items()}  # an empty tensor takes 1
+    assert all(o % alignment == 0 for o in plan.offsets.values())
+    assert plan.naive_bytes == sum(slots.values())
+    assert plan.arena_bytes == plan.lower_bound == max(slots["p0"] + slots["p1"], slots["p1"] + slots["p2"],
+                                                       slots["p2"] + slots["p3"])
+    summary = plan.summary()
+    assert summary == {"tensors": 4, "naive_bytes": plan.naive_bytes, "arena_bytes": plan.arena_bytes,
+                       "lower_bound_bytes": plan.lower_bound, "arena_over_lower_bound": 1.0, "exact_liveness": True}
+    assert plan.exact is True and plan_memory(pipeline, sizes, analyse(pipeline, max_paths=0)).exact is False
+
+
+def test_plan_summary_rounds_the_ratio_to_four_places(workdir):
+    from orchestrator.planning.memory import MemoryPlan
+
+    plan = MemoryPlan({}, {}, arena_bytes=10001, naive_bytes=20000, lower_bound=9999, exact=True)
+    assert plan.summary()["arena_over_lower_bound"] == 1.0002 and plan.ratio == 10001 / 9999
+
+
+def test_a_pipeline_without_intermediates_plans_an_empty_arena():
+    from pathlib import Path
+
+    from orchestrator.pipeline.ir import Pipeline
+
+    empty = Pipeline("empty", Path("empty.yaml"), {}, {}, (), {}, {}, {}, (), {})
+    plan = plan_memory(empty, {})
+    assert (plan.arena_bytes, plan.naive_bytes, plan.lower_bound, plan.ratio) == (0, 0, 0, 1.0)
+
+
+@pytest.mark.parametrize(("taken", "size", "start"), [
+    ([], 256, 0),
+    ([(0, 256), (512, 768)], 256, 256),  # an exact fit is used
+    ([(0, 256), (512, 768), (1024, 1280)], 256, 256),  # of equal gaps, the first
+    ([(512, 768), (1024, 1280)], 256, 768),  # the smallest gap that holds it, not the first
+    ([(0, 1024), (256, 512), (768, 2048)], 256, 2048),  # a range inside another leaves no gap behind it
+    ([(0, 256), (512, 768)], 512, 768),  # nothing fits: at the end
+])
+def test_best_fit_takes_the_smallest_gap_that_holds_the_tensor(taken, size, start):
+    """The documented placement rule (greedy-by-size best-fit) on occupied ranges sorted by start."""
+    from orchestrator.planning.memory import _best_fit
+
+    assert _best_fit(taken, size) == start
+
+
+def test_exact_liveness_up_to_max_paths_inclusive(workdir):
+    from test_planning import branchy
+
+    two_cases = branchy(workdir)  # an if: two paths
+    assert analyse(two_cases, max_paths=2).exact and not analyse(two_cases, max_paths=1).exact
+    loop = load_pipeline(write(workdir, LOOP, "loop.yaml"))  # zero iterations, or the body unrolled twice
+    assert len(analyse(loop).paths) == 2
+    assert analyse(loop, max_paths=2).exact and not analyse(loop, max_paths=1).exact
+
+
+def test_dims_at_each_bound(workdir):
+    from orchestrator.planning.sizes import dims_at
+
+    pipeline = load_pipeline(write(workdir, "dims:\n  N: {min: 1, opt: 2, max: 8}\n  C: {min: 3, opt: 4, max: 5}\n"
+                                   + (workdir / "base.yaml").read_text()))
+    assert dims_at(pipeline) == {"N": 8, "C": 5} == dims_at(pipeline, "max")
+    assert dims_at(pipeline, "min") == {"N": 1, "C": 3} and dims_at(pipeline, "opt") == {"N": 2, "C": 4}
+
+
+def test_unbounded_dimensions_are_named_with_file_and_input(workdir):
+    from orchestrator.errors import ConfigError
+    from orchestrator.planning.sizes import concrete_shapes
+
+    text = (workdir / "base.yaml").read_text().replace("shape: [N, 4]", "shape: [N, W]")
+    pipeline = load_pipeline(write(workdir, text))
+    with pytest.raises(ConfigError) as info:
+        concrete_shapes(pipeline, {})
+    assert str(info.value) == (f"{workdir / 'pipeline.yaml'}: inputs.x: dimension N, W has no bounds; add dims.N: "
+                               "{min: .., opt: .., max: ..} so that device memory can be planned")
+
+
+def test_tensor_bytes_count_dtype_and_layout_padding():
+    from pathlib import Path
+
+    from orchestrator.pipeline.ir import Pipeline, TensorInfo
+    from orchestrator.planning import tensor_bytes
+
+    tensors = {"a": TensorInfo("a", "float16", (2, 3, 4, 5), "step", (), "hwc8"),
+               "b": TensorInfo("b", "int64", (2, 3), "step", ()), "c": TensorInfo("c", "uint8", (7,), "input", ())}
+    pipeline = Pipeline("p", Path("p.yaml"), {}, {}, (), {}, {}, {}, (), tensors)
+    got = tensor_bytes(pipeline, {"a": (2, 3, 4, 5), "b": (2, 3), "c": (7,)})
+    assert got == {"a": 2 * 4 * 5 * 8 * 2, "b": 2 * 3 * 8, "c": 7}
+
+
+def test_output_shapes_that_inference_cannot_tell_come_from_a_run(tmp_path):
+    """NonZero's output length depends on the data: the fallback runs the snippet on zeros."""
+    from onnx import TensorProto, helper
+
+    from orchestrator.planning.sizes import snippet_output_shapes
+
+    graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nonzero",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [2, "K"])])
+    path = tmp_path / "nonzero.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+    assert snippet_output_shapes(path, (("x", (3, 4)),)) == {"y": (2, 0)}
