@@ -27,7 +27,7 @@ COPY = ["orchestrator", "tests", "pipelines", "snippets", "custom_kernels", "ben
 # The tests that exercise each module (mutmut further runs, per mutant, only those that call the mutated
 # function). Broad enough to kill, fast enough to run hundreds of times on a laptop.
 CORE = ["tests/test_bad_pipelines.py", "tests/test_control_flow.py", "tests/test_properties.py",
-        "tests/test_behaviour.py"]
+        "tests/test_behaviour.py", "tests/test_validate_blocks.py"]
 TESTS = {
     "orchestrator/layouts.py": ["tests/test_layouts.py", "tests/test_properties.py", "tests/test_snip.py"],
     "orchestrator/kernels/signature.py": ["tests/test_behaviour.py", "tests/test_control_flow.py",
@@ -38,10 +38,10 @@ TESTS = {
     "orchestrator/planning/liveness.py": ["tests/test_planning.py", *CORE],
     "orchestrator/planning/memory.py": ["tests/test_planning.py", *CORE],
     "orchestrator/planning/sizes.py": ["tests/test_planning.py", *CORE, "tests/test_examples.py"],
-    "orchestrator/executor.py": ["tests/test_inputs_and_cli.py", *CORE, "tests/test_examples.py",
+    "orchestrator/executor.py": ["tests/test_executor_modes.py", "tests/test_inputs_and_cli.py", *CORE, "tests/test_examples.py",
                                  "tests/test_debug.py"],
-    "orchestrator/inputs.py": ["tests/test_inputs_and_cli.py", *CORE, "tests/test_examples.py"],
-    "orchestrator/snip.py": ["tests/test_snip.py", "tests/test_behaviour.py"],
+    "orchestrator/inputs.py": ["tests/test_input_checks.py", "tests/test_inputs_and_cli.py", *CORE, "tests/test_examples.py"],
+    "orchestrator/snip.py": ["tests/test_snip_details.py", "tests/test_snip.py", "tests/test_behaviour.py"],
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 

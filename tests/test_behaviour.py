@@ -283,8 +283,8 @@ def test_plan_honours_the_alignment_it_is_given(workdir, alignment):
 def test_plan_summary_rounds_the_ratio_to_four_places(workdir):
     from orchestrator.planning.memory import MemoryPlan
 
-    plan = MemoryPlan({}, {}, arena_bytes=10001, naive_bytes=20000, lower_bound=9999, exact=True)
-    assert plan.summary()["arena_over_lower_bound"] == 1.0002 and plan.ratio == 10001 / 9999
+    plan = MemoryPlan({}, {}, arena_bytes=123456, naive_bytes=200000, lower_bound=100000, exact=True)
+    assert plan.summary()["arena_over_lower_bound"] == 1.2346 and plan.ratio == 1.23456
 
 
 def test_a_pipeline_without_intermediates_plans_an_empty_arena():
