@@ -53,6 +53,20 @@ def test_float_host_scalars_accept_any_number(workdir):
     pipeline = load_pipeline(write(workdir, text))
     arrays, _ = check_inputs(pipeline, {"x": np.ones((1, 4), np.float32), "flag": 3})
     assert arrays["flag"].dtype == np.float16 and arrays["flag"] == 3
+    arrays, _ = check_inputs(pipeline, {"x": np.ones((1, 4), np.float32), "flag": 2.5})
+    assert arrays["flag"] == 2.5
+
+
+def test_inputs_after_a_host_scalar_are_checked_too(workdir):
+    text = (workdir / "base.yaml").read_text()
+    text = text.replace("  x: {dtype: float32, shape: [N, 4]}\n  flag: {dtype: int32, host: true}\n",
+                        "  flag: {dtype: int32, host: true}\n  x: {dtype: float32, shape: [N, 4]}\n")
+    pipeline = load_pipeline(write(workdir, text))
+    assert list(pipeline.inputs) == ["flag", "x"]
+    arrays, env = check_inputs(pipeline, {"x": np.ones((2, 4), np.float32), "flag": 1})
+    assert set(arrays) == {"flag", "x"} and env == {"N": 2}
+    with pytest.raises(InputError, match="input 'x': expected dtype float32"):
+        check_inputs(pipeline, {"x": np.ones((2, 4)), "flag": 1})
 
 
 def test_numpy_inputs_are_made_contiguous(base):
