@@ -50,6 +50,9 @@ CASES = {
     "derived scalar bound": ("{src: x, dst: z, factor: 2.0, count: 3}",
                              [":11:48: steps[0].args.count: scalar 'count' is computed by the kernel description "
                               "(value: N * C); do not bind it"]),
+    "output already defined": ("{src: x, dst: x, factor: 2.0}",
+                               [":11:25: steps[0].args.dst: tensor 'x' is already defined at {path}:2 (each tensor is "
+                                "defined once; choose another name)", NOT_Z]),
     "input a number": ("{src: 1.0, dst: z, factor: 2.0}",
                        [":11:17: steps[0].args.src: argument 'src' is a tensor; bind it to a tensor name, not 1.0"]),
 }
@@ -71,7 +74,7 @@ def test_kernel_step_problems(kernels, case):
     path = write(kernels, HEAD + steps)
     with pytest.raises(ConfigError) as info:
         load_pipeline(path)
-    assert [str(p) for p in info.value.problems] == [f"{path}{e}" for e in expected]
+    assert [str(p) for p in info.value.problems] == [f"{path}{e.format(path=path)}" for e in expected]
 
 
 def test_scalar_bindings_resolve_to_literals_host_inputs_and_expressions(kernels):
