@@ -155,3 +155,64 @@ def test_unreadable_model_is_named(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(SnipError, match=r"^\S*bad.onnx: cannot read ONNX model: "):
         load_model(bad)
+
+
+def chain(tmp_path, length: int = 5, name: str = "chain"):
+    """x -> Neg -> Abs -> Neg ... (no activations, equal costs): every inner tensor is a cut point."""
+    ops = ["Neg", "Abs"]
+    names = ["x", *[f"t{i}" for i in range(length - 1)], "y"]
+    nodes = [helper.make_node(ops[i % 2], [names[i]], [names[i + 1]]) for i in range(length)]
+    model = make_model(nodes, [value("x", [1, 8])], [value("y", [1, 8])], name=name)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("pieces", "cuts"), [(1, []), (2, ["t1"]), (3, ["t1", "t2"]), (4, ["t0", "t1", "t3"]),
+                                              (5, ["t0", "t1", "t2", "t3"])])
+def test_balanced_cuts_on_equal_costs(tmp_path, pieces, cuts):
+    path = chain(tmp_path)
+    assert [c for (c,) in snip(path, tmp_path / "out", pieces=pieces).boundaries] == cuts
+    assert [t for _, t in Graph(load_model(path)).separators()] == ["t0", "t1", "t2", "t3"]
+
+
+def test_more_pieces_than_cut_points(tmp_path):
+    with pytest.raises(SnipError, match=r"^\S*chain.onnx: only 4 single-tensor cut points exist; at most 5 pieces$"):
+        snip(chain(tmp_path), tmp_path / "out", pieces=6)
+
+
+def test_cuts_are_applied_in_graph_order(tmp_path):
+    result = snip(chain(tmp_path), tmp_path / "out", at="t3,t0,t2")
+    assert result.boundaries == [("t0",), ("t2",), ("t3",)] and len(result.pieces) == 4
+
+
+def test_cut_messages_list_every_name(tmp_path):
+    nodes = [helper.make_node("Neg", ["x"], ["feat_a"]), helper.make_node("Abs", ["x"], ["feat_b"]),
+             helper.make_node("Neg", ["x"], ["feat_c"]), helper.make_node("Sum", ["feat_a", "feat_b", "feat_c"], ["y"])]
+    model = make_model(nodes, [value("x", [1, 8])], [value("y", [1, 8])], name="")
+    path = tmp_path / "fan.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(SnipError, match=r"did you mean 'feat_c', 'feat_b', 'feat_a'\?\)$"):
+        snip(path, tmp_path / "o", at="feat_d")
+    with pytest.raises(SnipError, match=r"cutting at feat_b does not separate the graph: feat_a, x also crosses"):
+        snip(path, tmp_path / "o", at="feat_b")
+    result = snip(path, tmp_path / "o", at="feat_a+feat_b+feat_c")  # an unnamed graph
+    text = result.pipeline.read_text()
+    assert "from a model: 2 snippets" in text and "name: snipped\n" in text
+
+
+def test_costs_of_transposed_convolutions_and_activation_products():
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["c"]),  # 1x4x4x4 out, 2*1*1 per output
+             helper.make_node("MatMul", ["c", "c"], ["y"])]  # two activations: one MAC per output taken
+    model = make_model(nodes, [value("x", [1, 2, 4, 4])], [value("y", [1, 4, 4, 4])], [weight("w", (2, 4, 1, 1))])
+    assert Graph(model).costs() == [64 * 4 * 1 * 1, 64]
+
+
+def test_initializers_listed_as_inputs_are_not_pipeline_inputs(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "b"], ["t"]), helper.make_node("Neg", ["t"], ["y"])]
+    graph = helper.make_graph(nodes, "old", [value("b", [1, 8]), value("x", [1, 8])], [value("y", [1, 8])],
+                              [weight("b", (1, 8))])
+    path = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+    text = snip(path, tmp_path / "o", at="t").pipeline.read_text()
+    assert "inputs:\n  x: {dtype: float32, shape: [1, 8]}\noutputs: [y]" in text
