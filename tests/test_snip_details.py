@@ -216,3 +216,40 @@ def test_initializers_listed_as_inputs_are_not_pipeline_inputs(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
     text = snip(path, tmp_path / "o", at="t").pipeline.read_text()
     assert "inputs:\n  x: {dtype: float32, shape: [1, 8]}\noutputs: [y]" in text
+
+
+def two_outputs(tmp_path, elem=TensorProto.FLOAT):
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Abs", ["t"], ["y1"]),
+             helper.make_node("Neg", ["t"], ["y2"])]
+    model = make_model(nodes, [value("x", ["batch size", "width"], elem)],
+                       [value("y1", ["batch size", "width"], elem), value("y2", ["batch size", "width"], elem)])
+    path = tmp_path / "two.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dims", [{"batch size": 2, "width": 3}, {"batch_size": 2, "width": 3}])
+def test_dims_by_model_name_or_pipeline_symbol_and_several_outputs(tmp_path, dims):
+    text = snip(two_outputs(tmp_path), tmp_path / "o", at="t", dims=dims).pipeline.read_text()
+    assert "  batch_size: {min: 2, opt: 2, max: 2}\n  width: {min: 3, opt: 3, max: 3}" in text
+    assert "outputs: [y1, y2]" in text and "x: {dtype: float32, shape: [batch_size, width]}" in text
+
+
+def test_unsupported_input_types_are_named(tmp_path):
+    with pytest.raises(SnipError, match="^input 'x' has an unsupported element type$"):
+        snip(two_outputs(tmp_path, TensorProto.DOUBLE), tmp_path / "o", at="t")
+
+
+def test_verification_failure_names_the_sizes_it_used(tmp_path, monkeypatch):
+    import onnxruntime
+
+    original = onnxruntime.InferenceSession
+
+    class Broken(original):
+        def run(self, *args, **kwargs):
+            raise RuntimeError("no session today")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Broken)
+    with pytest.raises(SnipError, match=r"^verifying with batch_size=2, width=3 failed \(.*no session today.*\); give "
+                                        r"the symbolic dimensions usable sizes with --dims NAME=SIZE,\.\.\.$"):
+        snip(two_outputs(tmp_path), tmp_path / "o", at="t", dims={"batch size": 2, "width": 3})
