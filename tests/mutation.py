@@ -44,6 +44,8 @@ TESTS = {
     "orchestrator/inputs.py": ["tests/test_input_checks.py", "tests/test_inputs_and_cli.py", *CORE, "tests/test_examples.py"],
     "orchestrator/snip.py": ["tests/test_snip_details.py", "tests/test_snip.py", "tests/test_behaviour.py"],
 }
+# Too slow to run per mutant (seconds each, a large model written per run); other tests cover the same code.
+DESELECT = {"orchestrator/snip.py": ["tests/test_snip.py::test_snip_resnet50_into_16_balanced_pieces"]}
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 
 
@@ -53,11 +55,13 @@ def prepare(module: str, work: Path) -> None:
     for name in COPY:
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     tests = [t for t in TESTS.get(module, ["tests"]) if (ROOT / t).exists()]
+    deselect = [arg for test in DESELECT.get(module, []) for arg in ("--deselect", test)]
     lines = ["[tool.pytest.ini_options]", "markers = ['gpu: needs an NVIDIA GPU']", "",
              "[tool.mutmut]", 'source_paths = ["orchestrator"]', f"only_mutate = {json.dumps([module])}",
              f"also_copy = {json.dumps(COPY[2:])}",
              f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]', "use_git_change_detection = false"]
+             f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *deselect])}",
+             "use_git_change_detection = false"]
     (work / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
 
