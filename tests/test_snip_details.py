@@ -124,6 +124,8 @@ def test_verify_reports_the_largest_absolute_error(odd_model, tmp_path, monkeypa
     original = onnxruntime.InferenceSession
 
     class Shifted:
+        scale = np.float32(1)
+
         def __init__(self, path, *args, **kwargs):
             self.inner = original(path, *args, **kwargs)
             self.get_inputs = self.inner.get_inputs
@@ -135,11 +137,14 @@ def test_verify_reports_the_largest_absolute_error(odd_model, tmp_path, monkeypa
                 return self.inner.run(names, feeds)
             assert feeds["k"].dtype == np.int64 and set(np.unique(feeds["k"])) <= {0, 1, 2, 3}
             assert feeds[ODD[0]].shape == (2, 4, 3) and feeds[ODD[0]].std() > 0.5  # seeded normal values
-            return [o + self.shift for o in self.inner.run(names, feeds)]
+            return [o * self.scale + self.shift for o in self.inner.run(names, feeds)]
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", Shifted)
     error = verify(odd_model, result.pipeline)
     assert error == pytest.approx(1e-6, rel=0.05)
+    Shifted.scale = np.float32(1.001)  # 0.1% off: over the default tolerance (1e-4, relative L2)
+    with pytest.raises(SnipError, match="do not reproduce output 'out.y'"):
+        verify(odd_model, result.pipeline)
 
 
 def test_verify_refuses_a_pipeline_that_does_not_validate(odd_model, tmp_path):
