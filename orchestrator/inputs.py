@@ -120,7 +120,7 @@ class DeviceArray:
                              f"convert it to native order first")
         strides = cai.get("strides")
         if strides is not None and tuple(strides) != _contiguous_strides(shape, dtype.itemsize):
-            raise InputError(f"input '{name}': device arrays must be C-contiguous (strides {tuple(strides)})")
+            raise InputError(f"{name}: device arrays must be C-contiguous (strides {tuple(strides)})")
         return cls(int(cai["data"][0]), shape, dtype, obj)
 
 

@@ -1,16 +1,48 @@
-"""Shared fixtures: a folder of tiny snippets, a kernel description, a reference and a constant file."""
+"""Shared fixtures: a folder of tiny snippets, a kernel description, a reference and a constant file; and the
+guard of ``gpu``-marked tests (skip only without an NVIDIA driver/device, fail when one is visible but the CUDA
+backend cannot start)."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from hypothesis import Phase, settings
 from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytest_plugins = ["pytester"]
+
+# tests/mutation.py runs each mutant's tests with HYPOTHESIS_PROFILE=mutation: fixed examples, no shrinking
+# (a failing example is enough to kill a mutant; shrinking it costs minutes on shared cores).
+settings.register_profile("mutation", derandomize=True, phases=(Phase.explicit, Phase.generate), database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def require_gpu() -> None:
+    """Skip when no NVIDIA driver or device is present; fail, naming why, when one is but the backend can't
+    start (broken cuda-python, missing TensorRT, a driver error): that must never pass as one quiet skip."""
+    from orchestrator.backends import cuda
+
+    ok, why = cuda.available()
+    if ok:
+        return
+    present, seen = cuda.device_present()
+    if not present:
+        pytest.skip(f"no NVIDIA GPU: {seen}")
+    pytest.fail(f"{seen}, but the CUDA backend cannot start: {why}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def gpu(request: pytest.FixtureRequest) -> None:
+    """Guards every test marked ``gpu`` (see ``require_gpu``); a no-op for the others."""
+    if request.node.get_closest_marker("gpu") is not None:
+        require_gpu()
 
 
 def tiny_model(op: str, inputs: list[str], outputs: list[str], shape=("N", 4), dtype=TensorProto.FLOAT):

@@ -90,11 +90,7 @@ def test_measured_error_table_on_the_cpu(capsys):
 
 @pytest.mark.gpu
 def test_advise_measures_fp16_on_the_gpu():
-    from orchestrator.api import cuda_backend_status
 
-    ok, why = cuda_backend_status()
-    if not ok:
-        pytest.skip(why)
     advice = advise(CLASSIFY, inputs=dict(np.load(ROOT / "pipelines/inputs/classify.npz")), device="cuda")
     assert advice.device == "cuda"
     for e in advice.errors:

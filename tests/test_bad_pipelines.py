@@ -179,6 +179,18 @@ CASES = [
     Case("while_carry_undefined", "must be a tensor defined inside the loop body",
          [(STEP2, STEP2 + "  - while: flag\n    max_iterations: 3\n    carry: {z: nope} #!\n    body:\n"
                           "      - kernel: scale\n        args: {src: z, dst: z2, factor: 0.5}\n")]),
+    Case("branch_shapes_differ", "tensor 'z' has shape [N, 4] in 'then' but [N, 8] in 'else'",
+         [("  flag:", "  w: {dtype: float32, shape: [N, 8]}\n  flag:"),
+          (STEP2, IF_BLOCK.format(cond="flag #!").replace("src: y, dst: z, factor: 3.0", "src: w, dst: z, factor: 3.0"))]),
+    Case("while_carry_shape", "'z2' (float32 [N, 8]) cannot replace 'z' (float32 [N, 4]): dtype and shape must match",
+         [("  flag:", "  w: {dtype: float32, shape: [N, 8]}\n  flag:"),
+          (STEP2, STEP2 + "  - while: flag\n    max_iterations: 3\n    carry: {z: z2} #!\n    body:\n"
+                          "      - kernel: scale\n        args: {src: w, dst: z2, factor: 0.5}\n")]),
+    Case("while_carry_dtype", "'z2' (float16 [N, 4]) cannot replace 'z' (float32 [N, 4])",
+         [("  flag:", "  h: {dtype: float16, shape: [N, 4]}\n  flag:"),
+          ("add: {onnx: add.onnx}", "half: {onnx: half.onnx}"),
+          (STEP2, STEP2 + "  - while: flag\n    max_iterations: 3\n    carry: {z: z2} #!\n    body:\n"
+                          "      - snippet: half\n        inputs: {x: h}\n        outputs: {y: z2}\n")]),
     Case("loop_local_used_after", "it is local to the loop body",
          [(STEP2, STEP2 + "  - while: flag\n    max_iterations: 3\n    carry: {z: z2}\n    body:\n"
                           "      - kernel: scale\n        args: {src: z, dst: z2, factor: 0.5}\n"),

@@ -12,14 +12,10 @@ import pytest
 from conftest import ROOT, write
 
 from orchestrator import Orchestrator
-from orchestrator.backends import cuda
 from orchestrator.errors import ConfigError, DeviceError, InputError
 
 pytestmark = pytest.mark.gpu
 
-ok, why = cuda.available()
-if not ok:
-    pytest.skip(f"CUDA backend unavailable: {why}", allow_module_level=True)
 
 from orchestrator.backends.cuda.driver import check, cu  # noqa: E402
 

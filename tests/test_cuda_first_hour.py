@@ -10,14 +10,10 @@ import pytest
 from conftest import ROOT
 
 from orchestrator import Orchestrator
-from orchestrator.backends import cuda
 from orchestrator.decisions import DecisionLog
 
 pytestmark = pytest.mark.gpu
 
-ok, why = cuda.available()
-if not ok:
-    pytest.skip(f"CUDA backend unavailable: {why}", allow_module_level=True)
 
 MODES = [False, "segments", True]
 

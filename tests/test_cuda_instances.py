@@ -16,13 +16,9 @@ from cuts import odd_widths, write_cut
 from hammer import hammer, make_inputs, pipeline, reference
 
 from orchestrator import Orchestrator
-from orchestrator.backends import cuda
 
 pytestmark = pytest.mark.gpu
 
-ok, why = cuda.available()
-if not ok:
-    pytest.skip(f"CUDA backend unavailable: {why}", allow_module_level=True)
 
 from orchestrator.backends.cuda import trt  # noqa: E402
 from orchestrator.backends.cuda.driver import check, cu, memory_in_use  # noqa: E402

@@ -11,13 +11,9 @@ import pytest
 from conftest import ROOT
 
 from orchestrator import Orchestrator
-from orchestrator.backends import cuda
 
 pytestmark = pytest.mark.gpu
 
-ok, why = cuda.available()
-if not ok:
-    pytest.skip(f"CUDA backend unavailable: {why}", allow_module_level=True)
 
 FP16 = 1e-2
 

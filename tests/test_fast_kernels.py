@@ -78,11 +78,7 @@ SHAPES = [(1, 224 // 4, 224, 1, 1000), (2, 16, 223, 3, 1001), (1, 17, 4, 32, 7),
 @pytest.mark.gpu
 def test_fast_kernels_match_the_reference_on_the_gpu(fast):
     from orchestrator import Orchestrator
-    from orchestrator.api import cuda_backend_status
 
-    ok, why = cuda_backend_status()
-    if not ok:
-        pytest.skip(why)
     rng = np.random.default_rng(0)
     with Orchestrator(fast, device="cuda") as gpu, Orchestrator(fast, device="cpu") as cpu:
         for shape in SHAPES:

@@ -84,11 +84,7 @@ def test_fp16_vs_fp32_heatmaps_on_the_gpu(tmp_path):
     from conftest import ROOT
     from PIL import Image
 
-    from orchestrator.api import cuda_backend_status
 
-    ok, why = cuda_backend_status()
-    if not ok:
-        pytest.skip(why)
     inputs = dict(np.load(ROOT / "pipelines" / "inputs" / "matting.npz"))
     with Orchestrator.from_yaml(ROOT / "pipelines" / "matting.yaml", device="cuda", debug=True) as orch:
         report = orch.debug_run(inputs, compare="fp32", dump_dir=tmp_path, atol=1e-2, rtol=1e-2)

@@ -315,11 +315,7 @@ def check_metrics(server: Server) -> None:
 @pytest.mark.gpu
 def test_serve_on_the_gpu_matches_the_cpu_reference(tmp_path):
     """The cascade served by CUDA instances (whole-graph mode), 16 concurrent gRPC requests on both paths."""
-    from orchestrator.backends import cuda
 
-    ok, why = cuda.available()
-    if not ok:
-        pytest.skip(f"CUDA backend unavailable: {why}")
     pipeline = ROOT / "pipelines" / "cascade.yaml"
     server = Server(pipeline, tmp_path / "server.log", "--instances", "2", "--graphs", "whole", device="cuda")
     rng = np.random.default_rng(2)

@@ -10,14 +10,10 @@ import pytest
 import snip_corpus as corpus
 
 from orchestrator import Orchestrator
-from orchestrator.backends import cuda
 from orchestrator.snip import Graph, load_model, snip
 
 pytestmark = pytest.mark.gpu
 
-ok, why = cuda.available()
-if not ok:
-    pytest.skip(f"CUDA backend unavailable: {why}", allow_module_level=True)
 
 FP32, FP16 = 1e-4, 1e-2
 

@@ -222,11 +222,7 @@ def test_snippet_bytes_are_optimised_once_then_read_from_the_cache(tmp_path, mon
 @pytest.mark.gpu
 def test_optimised_snippet_runs_on_the_gpu_like_the_cpu(tmp_path):
     from orchestrator import Orchestrator
-    from orchestrator.api import cuda_backend_status
 
-    ok, why = cuda_backend_status()
-    if not ok:
-        pytest.skip(why)
     (tmp_path / "m.onnx").write_bytes(WITH_PATTERN["same_conv_twice"][0])
     (tmp_path / "p.yaml").write_text("dims: {N: {min: 1, opt: 2, max: 2}}\n"
                                      "inputs: {x: {dtype: float32, shape: [N, 4, 8, 8]}}\noutputs: [y]\n"

@@ -91,12 +91,15 @@ def _conservative(nodes: Iterable[Node], tensors: set[str]) -> list[Event]:
         if isinstance(node, IfBlock | SwitchBlock | WhileBlock):
             cond = Event(f"{node.name}:condition", condition_reads(node, tensors), ())
             events.append(cond)
+            if isinstance(node, WhileBlock):
+                # Twice, as on exact paths: a tensor from before the loop read in the body stays alive
+                # through the whole first iteration (the second reads it again).
+                body = _conservative(node.body, tensors)
+                carry = Event(f"{node.name}:carry", tuple(n for _, n in node.carry), tuple(s for s, _ in node.carry))
+                events += [*body, carry, cond, *body, carry, cond]
+                continue
             for branch in node.branches:
                 events += _conservative(branch, tensors)
-            if isinstance(node, WhileBlock):
-                events.append(Event(f"{node.name}:carry", tuple(n for _, n in node.carry),
-                                    tuple(s for s, _ in node.carry)))
-                events.append(cond)
         else:
             events += _PathBuilder(tensors, 1).node(node)[0]
     return events

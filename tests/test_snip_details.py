@@ -1,0 +1,141 @@
+"""`snip` on small hand-made models: cost estimates, names that are not identifiers, integer inputs and
+symbolic dimensions in the written pipeline, the exact cut errors, and what verification reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from orchestrator.snip import Graph, SnipError, load_model, snip
+from orchestrator.snip.write import _key, identifier
+
+
+def make_model(nodes, inputs, outputs, initializers=(), name="tiny"):
+    graph = helper.make_graph(nodes, name, inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def value(name, dims, elem=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def weight(name, shape):
+    return numpy_helper.from_array(np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 0.1, name)
+
+
+
+
+def test_costs_take_unknown_and_symbolic_dims_as_one():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [value("x", ["N", 4])], [value("y", ["N", 4])])
+    assert Graph(model).costs() == [4.0]
+
+
+@pytest.mark.parametrize(("name", "want"), [("conv/1:0", "conv_1_0"), ("1x", "t_1x"), ("///", "t"),
+                                            ("a.b", "a_b"), ("ok_name", "ok_name"), ("_x_", "x")])
+def test_identifiers_from_tensor_names(name, want):
+    assert identifier(name, set()) == want
+
+
+def test_identifiers_never_collide():
+    taken: set[str] = set()
+    assert [identifier(n, taken) for n in ("a-b", "a.b", "a b", "a_b")] == ["a_b", "a_b_2", "a_b_3", "a_b_4"]
+    assert taken == {"a_b", "a_b_2", "a_b_3", "a_b_4"}
+
+
+@pytest.mark.parametrize(("name", "want"), [("s1", "s1"), ("a.b", "a.b"), ("_x9", "_x9"), ("conv/1:0", '"conv/1:0"'),
+                                            ("9a", '"9a"'), ('q"t', '"q\\"t"')])
+def test_yaml_keys_are_quoted_only_when_needed(name, want):
+    assert _key(name) == want
+
+
+ODD = ["in:0", "conv/out", "2nd"]
+CUT = "conv/out+kf"
+
+
+@pytest.fixture
+def odd_model(tmp_path):
+    """x (N, 4, dynamic) -> Relu -> Neg -> Abs, with names that need quoting or renaming, and an int input."""
+    nodes = [helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT),
+             helper.make_node("Relu", [ODD[0]], [ODD[1]]), helper.make_node("Neg", [ODD[1]], [ODD[2]]),
+             helper.make_node("Add", [ODD[2], "kf"], ["out.y"])]
+    x = helper.make_tensor_value_info(ODD[0], TensorProto.FLOAT, ["batch", 4, None])
+    k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
+    model = make_model(nodes, [x, k], [value("out.y", ["batch", 4, None])], name="odd/model")
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+
+
+def test_snip_writes_the_precision(odd_model, tmp_path):
+    text = snip(odd_model, tmp_path / "h", at=CUT, precision="fp16").pipeline.read_text()
+    assert text.count("precision: fp16") == 2 and "  batch: {min: 1, opt: 1, max: 1}" in text
+
+
+
+
+
+
+
+
+
+
+def test_unreadable_model_is_named(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(SnipError, match=r"^\S*bad.onnx: cannot read ONNX model: "):
+        load_model(bad)
+
+
+def chain(tmp_path, length: int = 5, name: str = "chain"):
+    """x -> Neg -> Abs -> Neg ... (no activations, equal costs): every inner tensor is a cut point."""
+    ops = ["Neg", "Abs"]
+    names = ["x", *[f"t{i}" for i in range(length - 1)], "y"]
+    nodes = [helper.make_node(ops[i % 2], [names[i]], [names[i + 1]]) for i in range(length)]
+    model = make_model(nodes, [value("x", [1, 8])], [value("y", [1, 8])], name=name)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+
+
+
+
+def test_cuts_are_applied_in_graph_order(tmp_path):
+    result = snip(chain(tmp_path), tmp_path / "out", at="t3,t0,t2")
+    assert result.boundaries == [("t0",), ("t2",), ("t3",)] and len(result.pieces) == 4
+
+
+
+
+
+
+def test_initializers_listed_as_inputs_are_not_pipeline_inputs(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "b"], ["t"]), helper.make_node("Neg", ["t"], ["y"])]
+    graph = helper.make_graph(nodes, "old", [value("b", [1, 8]), value("x", [1, 8])], [value("y", [1, 8])],
+                              [weight("b", (1, 8))])
+    path = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+    text = snip(path, tmp_path / "o", at="t").pipeline.read_text()
+    assert "inputs:\n  x: {dtype: float32, shape: [1, 8]}\noutputs: [y]" in text
+
+
+def two_outputs(tmp_path, elem=TensorProto.FLOAT):
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Abs", ["t"], ["y1"]),
+             helper.make_node("Neg", ["t"], ["y2"])]
+    model = make_model(nodes, [value("x", ["batch size", "width"], elem)],
+                       [value("y1", ["batch size", "width"], elem), value("y2", ["batch size", "width"], elem)])
+    path = tmp_path / "two.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+
+
+
+
