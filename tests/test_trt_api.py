@@ -8,7 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
-from trt_api import VERSIONS, check_version, missing_names, unlisted, used_names
+from trt_api import VERSIONS, callback_mismatches, check_version, missing_names, unlisted, used_names
 
 from orchestrator.backends.cuda import trt as compat
 
@@ -20,6 +20,21 @@ def test_every_name_on_the_version_path_exists(version):
     result = check_version(version)
     assert result["version"] == version
     assert result["missing"] == [], f"TensorRT {version} lacks {result['missing']}"
+    assert result["callbacks"] == []  # our ILogger / IProgressMonitor methods take TensorRT's arguments
+
+
+def test_callback_check_notices_swapped_arguments():
+    class Interface:
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            """phase_start(self: IProgressMonitor, phase_name: str, parent_phase: str, num_steps: int) -> None"""
+
+    class Ours(Interface):
+        def phase_start(self, parent, phase, num_steps):  # the order this module once had
+            pass
+
+    assert callback_mismatches(Ours(), Interface) == [
+        "Interface.phase_start: ours ['parent', 'phase', 'num_steps'], TensorRT's "
+        "['phase_name', 'parent_phase', 'num_steps']"]
 
 
 def test_the_check_fails_on_a_name_the_version_lacks():

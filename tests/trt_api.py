@@ -133,15 +133,36 @@ def unlisted(used: set[str], api: dict[str, tuple[str, ...]]) -> list[str]:
     return sorted(u for u in used if u not in listed and u not in prefixes)
 
 
+def callback_mismatches(ours: object, base: type) -> list[str]:
+    """Methods of our subclass ``ours`` of a TensorRT interface ``base`` whose parameter names differ from
+    the interface's (TensorRT calls them positionally: a swapped order would go unnoticed)."""
+    import inspect
+
+    found = []
+    for name, method in vars(type(ours)).items():
+        if name.startswith("_") or not callable(method) or not hasattr(base, name):
+            continue
+        doc = (getattr(base, name).__doc__ or "").strip().splitlines()[0]
+        theirs = [p.split(":")[0].strip() for p in doc[doc.index("(") + 1:doc.index(")")].split(",")][1:]
+        mine = list(inspect.signature(method).parameters)[1:]
+        if mine != theirs:
+            found.append(f"{base.__name__}.{name}: ours {mine}, TensorRT's {theirs}")
+    return found
+
+
 CHECK = """
 import json, sys
 import tensorrt
 from orchestrator.backends.cuda import trt as compat
-from trt_api import missing_names
+from trt_api import callback_mismatches, missing_names
 major = int(tensorrt.__version__.split(".")[0])
 names = [n for s in compat.sections(major) for n in compat.API[s]] + sys.argv[1:]
+callbacks = callback_mismatches(compat.logger(), tensorrt.ILogger)
+monitor = compat._progress_monitor("check")
+if monitor is not None:
+    callbacks += callback_mismatches(monitor, tensorrt.IProgressMonitor)
 print(json.dumps({"version": tensorrt.__version__, "sections": compat.sections(major),
-                  "missing": missing_names(tensorrt, names)}))
+                  "missing": missing_names(tensorrt, names), "callbacks": callbacks}))
 """
 
 

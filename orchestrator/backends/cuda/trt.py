@@ -150,14 +150,14 @@ def _progress_monitor(name: str):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 
-        def phase_start(self, parent, phase, num_steps):
-            if parent is None:
-                log.info("  [%s] %s (%d steps)", name, phase, num_steps)
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:
+                log.info("  [%s] %s (%d steps)", name, phase_name, num_steps)
 
-        def step_complete(self, phase, step):
+        def step_complete(self, phase_name, step):
             return True
 
-        def phase_finish(self, phase):
+        def phase_finish(self, phase_name):
             pass
 
     return Monitor()
