@@ -299,3 +299,25 @@ def test_exporter_style_architectures_convert(name):
              for i in ort.InferenceSession(original).get_inputs()}
     for want, got in zip(run(original, feeds), run(converted, feeds), strict=True):
         assert np.abs(got - want).max() <= 1e-2 * np.abs(want).max()
+
+
+def test_builder_optimization_level_from_the_environment_changes_the_engine_key(tensorrt, workdir, monkeypatch):
+    from orchestrator.backends.cuda import snippet
+    from orchestrator.errors import OrchestratorError
+
+    tensorrt(10)
+    write(workdir, "inputs:\n  x: {dtype: float32, shape: [N, 4]}\noutputs: [y]\n"
+                   "snippets:\n  relu: {onnx: relu.onnx}\nsteps:\n  - snippet: relu\n")
+    info = load_pipeline(workdir / "pipeline.yaml").snippets["relu"]
+    data = (workdir / "relu.onnx").read_bytes()
+    keys = set()
+    for level in ("", "0", "5"):
+        monkeypatch.setenv(snippet.LEVEL_VARIABLE, level)
+        engines = EngineCache(workdir / "cache", DeviceInfo(0, "H100", (9, 0)))
+        assert engines.level == (int(level) if level else None)
+        keys.add(engines.key(info, data, {}, 1))
+    assert len(keys) == 3
+    for bad in ("6", "fast", "-1"):
+        monkeypatch.setenv(snippet.LEVEL_VARIABLE, bad)
+        with pytest.raises(OrchestratorError, match=r"ORCHESTRATOR_TRT_OPT_LEVEL must be a builder optimisation level"):
+            snippet.optimization_level()

@@ -11,7 +11,8 @@ step() { local name=$1 limit=$2; shift 2
   echo "$(date +%T) start $name" >> $R/progress
   timeout -s INT $limit "$@" > $R/$name.log 2>&1; local rc=$?
   echo "$(date +%T) end $name rc=$rc $(grep -E '[0-9]+ (passed|failed)' $R/$name.log | tail -1)" >> $R/progress; }
-tests() { python -m pytest -m gpu -q -p no:cacheprovider -rfE "$@"; }
+# tests build at optimisation level 1 (fast builds, engines still correct); benchmarks at TensorRT's default
+tests() { ORCHESTRATOR_TRT_OPT_LEVEL=${TEST_OPT_LEVEL:-1} python -m pytest -m gpu -q -p no:cacheprovider -rfE "$@"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv > $R/gpu.txt 2>&1
 # ${STEPS:-...} picks the steps (names below); the default is all, in this order
 for s in ${STEPS:-core precision instances rest bench_precision bench_instances bench_kernels bench_snip}; do

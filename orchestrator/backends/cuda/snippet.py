@@ -4,12 +4,13 @@ memory supplied from the arena."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ... import cache
-from ...errors import CompileError, ExecutionError
+from ...errors import CompileError, ExecutionError, OrchestratorError
 from ...pipeline.ir import SnippetInfo
 from ...precision import Conversion, converted
 from ...surgery.snippets import snippet_onnx_bytes
@@ -19,6 +20,20 @@ from .driver import DeviceInfo
 log = logging.getLogger("orchestrator")
 
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+LEVEL_VARIABLE = "ORCHESTRATOR_TRT_OPT_LEVEL"
+
+
+def optimization_level() -> int | None:
+    """TensorRT's builder optimisation level from $ORCHESTRATOR_TRT_OPT_LEVEL (0-5; unset: TensorRT's
+    default, 3). Lower levels build much faster with slower engines: for test runs, not for benchmarks."""
+    text = os.environ.get(LEVEL_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not (text.isdigit() and 0 <= int(text) <= 5):
+        raise OrchestratorError(f"${LEVEL_VARIABLE} must be a builder optimisation level 0-5, not {text!r}")
+    return int(text)
 
 
 class EngineCache:
@@ -32,11 +47,12 @@ class EngineCache:
         gpu = re.sub(r"\W+", "_", device.name)
         self.timing_path = root / "timing" / f"{gpu}-{device.arch}-trt{trt.version()}.cache"
         self.builds = 0  # engines built (not loaded from the cache) by this object
+        self.level = optimization_level()
 
     def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile, copies: int) -> str:
         path = self.path(info)
         settings = {"precision": info.precision, "path": path, "workspace": info.workspace, "profile": profile,
-                    "copies": copies, "formats": info.formats,
+                    "copies": copies, "formats": info.formats, "level": self.level,
                     "tensorrt": trt.version(), "gpu": self.device.name, "cc": self.device.compute_capability}
         if path == "converted":
             settings["conversion"] = self.conversion(info).settings()
@@ -66,7 +82,7 @@ class EngineCache:
         serialized, timing = trt.build_engine(onnx_bytes, name=info.name, precision=info.precision,
                                               path=precision_path, workspace=info.workspace, profile=profile,
                                               timing_cache=cache.read(self.timing_path), copies=copies,
-                                              formats=info.formats)
+                                              formats=info.formats, optimization_level=self.level)
         self.builds += 1
         cache.write_atomic(path, serialized)
         self.save_timing_cache(timing)

@@ -34,6 +34,7 @@ API: dict[str, tuple[str, ...]] = {
         "IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.set_flag", "IBuilderConfig.clear_flag",
         "IBuilderConfig.add_optimization_profile", "IBuilderConfig.create_timing_cache",
         "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
+        "IBuilderConfig.builder_optimization_level",
         "ITimingCache.serialize", "ITimingCache.combine", "MemoryPoolType.WORKSPACE", "BuilderFlag.TF32",
         "IOptimizationProfile.set_shape",
         "INetworkDefinition.num_inputs", "INetworkDefinition.num_outputs", "INetworkDefinition.get_input",
@@ -166,7 +167,7 @@ def _progress_monitor(name: str):
 def build_engine(onnx_bytes: bytes, *, name: str, precision: str, path: str, workspace: int,
                  profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
                  timing_cache: bytes | None, copies: int = 1,
-                 formats: dict[str, str] | None = None) -> tuple[bytes, bytes]:
+                 formats: dict[str, str] | None = None, optimization_level: int | None = None) -> tuple[bytes, bytes]:
     """Build a serialized engine; returns it with the updated timing cache. ``path`` is what
     ``precision_path`` chose (``onnx_bytes`` are the converted model on the ``converted`` path).
     ``copies`` identical optimisation profiles are added: with dynamic shapes a profile serves one
@@ -182,6 +183,8 @@ def build_engine(onnx_bytes: bytes, *, name: str, precision: str, path: str, wor
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     _set_precision(config, precision, path)
+    if optimization_level is not None:
+        config.builder_optimization_level = optimization_level
     for _ in range(copies if profile else 0):
         opt = builder.create_optimization_profile()
         for tensor, (lo, mid, hi) in profile.items():
