@@ -93,6 +93,7 @@ def test_advise_measures_fp16_on_the_gpu():
 
     advice = advise(CLASSIFY, inputs=dict(np.load(ROOT / "pipelines/inputs/classify.npz")), device="cuda")
     assert advice.device == "cuda"
-    for e in advice.errors:
-        assert 0 < e.isolated_rel_l2 < 1e-2, e
+    for e in advice.errors:  # with builder flags TensorRT may keep a small layer in fp32: an error of 0
+        assert 0 <= e.isolated_rel_l2 < 1e-2, e
         assert e.pipeline_rel_l2 is not None and e.pipeline_rel_l2 < 5e-2, e
+    assert any(e.isolated_rel_l2 > 0 for e in advice.errors)  # but fp16 shows somewhere
