@@ -134,8 +134,40 @@ def two_outputs(tmp_path, elem=TensorProto.FLOAT):
     onnx.save(model, str(path))
     return path
 
+def test_errors_name_the_model_once(tmp_path):
+    nodes = [helper.make_node("Add", ["a", "b"], ["t"]), helper.make_node("Neg", ["t"], ["y"])]
+    path = tmp_path / "two_in.onnx"
+    onnx.save(make_model(nodes, [value("a", [1, 4]), value("b", [1, 4])], [value("y", [1, 4])]), str(path))
+    with pytest.raises(SnipError, match=r"^\S*two_in.onnx: --inputs has 'c', which is not a model input "
+                                        r"\(inputs: a, b\)$"):
+        snip(path, tmp_path / "o", at="t", inputs={"c": np.zeros((1, 4), np.float32)})
+    with pytest.raises(SnipError, match=r"^give exactly one of --at and --pieces$"):
+        snip(path, tmp_path / "o", at="t", pieces=2)
 
 
+def test_an_input_random_data_cannot_fill_is_refused_with_the_model_named(tmp_path):
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Reshape", ["t", "s"], ["y"])]
+    path = tmp_path / "shaped.onnx"
+    onnx.save(make_model(nodes, [value("x", [2, 4]), value("s", [2], TensorProto.INT64)], [value("y", [8])]),
+              str(path))
+    with pytest.raises(SnipError, match=r"^\S*shaped.onnx: input 's' feeds Reshape input 1; random values"):
+        snip(path, tmp_path / "o", at="t")
 
 
+@pytest.mark.parametrize("name", ["chain", ""])
+def test_pieces_are_named_after_the_model_in_a_new_folder(tmp_path, name):
+    path = chain(tmp_path, name=name)
+    result = snip(path, tmp_path / "new" / "dir", at="t1")
+    assert [onnx.load(str(p)).graph.name for p in result.pieces] == [f"{name or 'model'}_piece{i}" for i in (0, 1)]
 
+
+def test_cut_costs_follow_precision_and_boundary_format(tmp_path):
+    """A 4-D FP32 tensor of 256 bytes: written and read once (FP32), plus a reformat with FP16 snippets,
+    or half the bytes in FP16 channels-last (16 channels: no padding)."""
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Abs", ["t"], ["y"])]
+    path = tmp_path / "four.onnx"
+    onnx.save(make_model(nodes, [value("x", [1, 16, 2, 2])], [value("y", [1, 16, 2, 2])]), str(path))
+    cost = {(p, f): snip(path, tmp_path / f"{p}{f}", at="t", precision=p, boundary_format=f).cuts[0].cost
+            for p, f in [("fp32", "linear"), ("fp16", "linear"), ("fp16", "hwc8")]}
+    assert cost == {("fp32", "linear"): 2 * 256 * 50, ("fp16", "linear"): 4 * 256 * 50,
+                    ("fp16", "hwc8"): 2 * 128 * 50}
