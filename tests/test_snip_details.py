@@ -171,3 +171,89 @@ def test_cut_costs_follow_precision_and_boundary_format(tmp_path):
             for p, f in [("fp32", "linear"), ("fp16", "linear"), ("fp16", "hwc8")]}
     assert cost == {("fp32", "linear"): 2 * 256 * 50, ("fp16", "linear"): 4 * 256 * 50,
                     ("fp16", "hwc8"): 2 * 128 * 50}
+
+
+# What verification feeds and how it compares (orchestrator/snip/verify.py), checked directly.
+
+
+def graph_of(tmp_path, nodes, inputs, outputs):
+    path = tmp_path / "g.onnx"
+    onnx.save(make_model(nodes, inputs, outputs), str(path))
+    return Graph(load_model(path))
+
+
+def test_random_feeds_by_dtype_and_given_values_converted(tmp_path):
+    from orchestrator.snip.verify import feeds
+
+    nodes = [helper.make_node("Cast", ["g"], ["gf"], to=TensorProto.FLOAT), helper.make_node("Add", ["x", "gf"], ["s"]),
+             helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT), helper.make_node("Add", ["s", "bf"], ["t"]),
+             helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT), helper.make_node("Add", ["t", "i_f"], ["y"])]
+    inputs = [value("g", [2], TensorProto.INT32), value("x", [2000]), value("b", [2000], TensorProto.BOOL),
+              value("i", [2000], TensorProto.INT64)]
+    got = feeds(graph_of(tmp_path, nodes, inputs, [value("y", [2000])]), {"g": [1.0, 2.0]}, "m")
+    assert list(got) == ["g", "x", "b", "i"] and got["g"].dtype == np.int32 and got["g"].tolist() == [1, 2]
+    x, b, i = got["x"], got["b"], got["i"]
+    assert x.dtype == np.float32 and x.shape == (2000,) and x.min() < -1 and x.max() > 1
+    assert b.dtype == bool and 0.4 < b.mean() < 0.6
+    assert i.dtype == np.int64 and sorted(set(i.tolist())) == [0, 1, 2, 3]
+    again = feeds(graph_of(tmp_path, nodes, inputs, [value("y", [2000])]), {"g": [1.0, 2.0]}, "m")
+    assert all(np.array_equal(again[k], got[k]) for k in got)  # seeded
+
+
+def test_an_input_of_a_type_random_data_cannot_fill_is_refused(tmp_path):
+    from orchestrator.snip.verify import feeds
+
+    graph = graph_of(tmp_path, [helper.make_node("Identity", ["s"], ["y"])], [value("s", [1], TensorProto.STRING)],
+                     [value("y", [1], TensorProto.STRING)])
+    with pytest.raises(SnipError, match=r"^m: input 's' has a type random data cannot fill; random values are not "
+                                        r"valid for it: give its values with --inputs in.npz \(an array named 's'\)$"):
+        feeds(graph, {}, "m")
+
+
+def test_parameter_uses_follow_casts_and_reduce_axes(tmp_path):
+    from orchestrator.snip.verify import parameter_uses
+
+    nodes = [helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.INT64), helper.make_node("Reshape", ["x", "kf"], ["r"]),
+             helper.make_node("ReduceSum", ["r", "a"], ["y"])]
+    graph = graph_of(tmp_path, nodes, [value("x", [2, 4]), value("k", [2], TensorProto.INT32),
+                                       value("a", [1], TensorProto.INT64)], [value("y", [2])])
+    assert [parameter_uses(graph, n) for n in ("x", "k", "a")] == [None, "Reshape input 1", "ReduceSum input 1"]
+
+
+def test_input_sizes_read_off_arrays_of_the_right_rank(tmp_path):
+    from orchestrator.snip.verify import input_sizes
+
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Neg", ["z"], ["u"])]
+    graph = graph_of(tmp_path, nodes, [value("x", ["N", 4]), value("z", ["M", 2])], [value("t", ["N", 4]),
+                                                                                     value("u", ["M", 2])])
+    assert input_sizes(graph, {"x": np.zeros((3, 4, 1)), "z": np.zeros((5, 2))}) == {"M": 5}
+    assert input_sizes(graph, {"x": np.zeros((3, 4)), "q": np.zeros(2)}) == {"N": 3}
+
+
+@pytest.mark.parametrize("got, want, tolerance, error", [
+    (np.zeros((2, 3)), np.zeros((3, 2)), 1e-4, r"^output 'y' has shape \[2, 3\], the model gives \[3, 2\]$"),
+    (np.array([1, 2]), np.array([1, 3]), 1e-4, r"^the chained snippets do not reproduce output 'y' \(int64 values differ\)$"),
+    (np.array([1 + 2j]), np.array([1 + 1j]), 1e-4, "relative L2 0.707"),
+    (np.array([1.01e-3]), np.array([1e-3]), 1e-4, "relative L2 0.01"),  # relative, however small the values
+    (np.array([-np.inf]), np.array([np.inf]), 1e-4,
+     r"^the chained snippets do not reproduce output 'y' \(relative L2 0, tolerance 0.0001; NaN/Inf at other places\)$"),
+    (np.array([2.0]), np.array([1.0]), 0.5, r"^the chained snippets do not reproduce output 'y' \(relative L2 1, "
+                                           r"tolerance 0.5\)$"),
+])
+def test_compare_refuses(got, want, tolerance, error):
+    from orchestrator.snip.verify import compare
+
+    with pytest.raises(SnipError, match=error):
+        compare("y", got, want, tolerance)
+
+
+@pytest.mark.parametrize("got, want, tolerance, diff", [
+    (np.array([1, 2]), np.array([1, 2]), 1e-4, 0.0),
+    (np.array([1.5]), np.array([1.0]), 0.5, 0.5),  # relative L2 exactly at the tolerance
+    (np.array([np.nan, np.inf, -np.inf, np.inf]), np.array([np.nan, np.inf, -np.inf, np.inf]), 1e-4, 0.0),
+    (np.array([np.nan, np.inf, np.inf, 1.0]), np.array([np.nan, np.inf, np.inf, 1.0]), 1e-4, 0.0),
+])
+def test_compare_accepts(got, want, tolerance, diff):
+    from orchestrator.snip.verify import compare
+
+    assert compare("y", got, want, tolerance) == diff
