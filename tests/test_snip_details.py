@@ -249,6 +249,7 @@ def test_compare_refuses(got, want, tolerance, error):
 
 @pytest.mark.parametrize("got, want, tolerance, diff", [
     (np.array([1, 2]), np.array([1, 2]), 1e-4, 0.0),
+    (np.array([1 + 1j, 2j]), np.array([1 + 1j, 2j]), 1e-4, 0.0),
     (np.array([1.5]), np.array([1.0]), 0.5, 0.5),  # relative L2 exactly at the tolerance
     (np.array([np.nan, np.inf, -np.inf, np.inf]), np.array([np.nan, np.inf, -np.inf, np.inf]), 1e-4, 0.0),
     (np.array([np.nan, np.inf, np.inf, 1.0]), np.array([np.nan, np.inf, np.inf, 1.0]), 1e-4, 0.0),
