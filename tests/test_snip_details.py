@@ -258,3 +258,14 @@ def test_compare_accepts(got, want, tolerance, diff):
     from orchestrator.snip.verify import compare
 
     assert compare("y", got, want, tolerance) == diff
+
+
+@pytest.mark.parametrize("extra", ["x", "w"])
+def test_an_output_that_is_a_model_input_or_an_initializer_is_not_cut(tmp_path, extra):
+    nodes = [helper.make_node("Add", ["x", "w"], ["t"]), helper.make_node("Neg", ["t"], ["y"])]
+    path = tmp_path / "pass.onnx"
+    onnx.save(make_model(nodes, [value("x", [1, 8])], [value("y", [1, 8]), value(extra, [1, 8])],
+                         [weight("w", (1, 8))]), str(path))
+    with pytest.raises(SnipError, match=rf"^\S*pass.onnx: model output '{extra}' is a model input or an "
+                                        r"initializer; cut it with --pieces 1$"):
+        snip(path, tmp_path / "o", at="t")
