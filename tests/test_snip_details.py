@@ -34,7 +34,7 @@ def test_costs_take_unknown_and_symbolic_dims_as_one():
 
 
 @pytest.mark.parametrize(("name", "want"), [("conv/1:0", "conv_1_0"), ("1x", "t_1x"), ("///", "t"),
-                                            ("a.b", "a_b"), ("ok_name", "ok_name"), ("_x_", "x")])
+                                            ("a.b", "a_b"), ("ok_name", "ok_name"), ("_x_", "x"), ("XyX", "XyX")])
 def test_identifiers_from_tensor_names(name, want):
     assert identifier(name, set()) == want
 
@@ -159,6 +159,9 @@ def test_pieces_are_named_after_the_model_in_a_new_folder(tmp_path, name):
     path = chain(tmp_path, name=name)
     result = snip(path, tmp_path / "new" / "dir", at="t1")
     assert [onnx.load(str(p)).graph.name for p in result.pieces] == [f"{name or 'model'}_piece{i}" for i in (0, 1)]
+    text = result.pipeline.read_text()
+    assert text.startswith(f"# Written by `orchestrator snip` from {name or 'a model'}: 2 snippets chained in order.\n"
+                           f"name: {name or 'snipped'}\n")
 
 
 def test_cut_costs_follow_precision_and_boundary_format(tmp_path):
