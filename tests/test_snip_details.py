@@ -272,3 +272,16 @@ def test_an_output_that_is_a_model_input_or_an_initializer_is_not_cut(tmp_path, 
     with pytest.raises(SnipError, match=rf"^\S*pass.onnx: model output '{extra}' is a model input or an "
                                         r"initializer; cut it with --pieces 1$"):
         snip(path, tmp_path / "o", at="t")
+
+
+def test_compute_estimates_of_conv_matmul_and_gemm():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["c", "wt"], ["ct"], pads=[1, 1, 1, 1]),
+             helper.make_node("MatMul", ["a", "b"], ["m"]),
+             helper.make_node("Gemm", ["at", "b"], ["g"], transA=1), helper.make_node("Gemm", ["a7", "b7"], ["g7"])]
+    inputs = [value("x", [1, 3, 8, 8]), value("a", [2, 5]), value("at", [5, 2]), value("a7", [2, 7])]
+    outputs = [value("c", [1, 4, 8, 8]), value("ct", [1, 2, 8, 8]), value("m", [2, 3]), value("g", [2, 3]),
+               value("g7", [2, 3])]
+    weights = [weight("w", (4, 3, 3, 3)), weight("wt", (4, 2, 3, 3)), weight("b", (5, 3)), weight("b7", (7, 3))]
+    costs = Graph(make_model(nodes, inputs, outputs, weights)).costs()
+    assert costs.tolist() == [256 * 27, 256 * 18, 6 * 5, 6 * 5, 6 * 7]
