@@ -285,3 +285,22 @@ def test_compute_estimates_of_conv_matmul_and_gemm():
     weights = [weight("w", (4, 3, 3, 3)), weight("wt", (4, 2, 3, 3)), weight("b", (5, 3)), weight("b7", (7, 3))]
     costs = Graph(make_model(nodes, inputs, outputs, weights)).costs()
     assert costs.tolist() == [256 * 27, 256 * 18, 6 * 5, 6 * 5, 6 * 7]
+
+
+def test_cut_descriptions():
+    from orchestrator.snip import Cut
+
+    cut = Cut(3, ("a", "b"), 3 * 2**20, 1234.0, ("n1", "n2"), ("a",))
+    assert cut.describe() == ("a+b: 2 tensor(s) (1 passed through from the previous cut), 3 MiB, "
+                              "est. cost 1.23e+03 MAC-eq; n1; n2")
+    assert Cut(1, (), 0, 0.0).describe() == "(nothing crosses): 0 tensor(s), 0 MiB, est. cost 0 MAC-eq"
+
+
+def test_a_tensor_crossing_two_cuts_is_passed_through_and_charged_once(tmp_path):
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Abs", ["a"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    path = tmp_path / "skip.onnx"
+    onnx.save(make_model(nodes, [value("x", [1, 8])], [value("y", [1, 8])]), str(path))
+    first, second = snip(path, tmp_path / "o", at="a,b").cuts
+    assert (first.tensors, first.passed, first.nbytes, first.cost) == (("a",), (), 32, 2 * 32 * 50)
+    assert (second.tensors, second.passed, second.nbytes, second.cost) == (("a", "b"), ("a",), 64, 2 * 32 * 50)
