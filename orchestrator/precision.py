@@ -136,8 +136,10 @@ def _store_ports_as_fp16(graph, ports: Iterable[str]) -> None:
             _cast_float32_readers(graph, value.name)
     for value in graph.output:
         if value.name in ports and value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            producer = next((n for n in graph.node if value.name in n.output), None)
             value.type.tensor_type.elem_type = TensorProto.FLOAT16
-            producer = next(n for n in graph.node if value.name in n.output)
+            if producer is None:  # an input passed straight through, made float16 above
+                continue
             if producer.op_type == "Cast":  # the converter's cast back to float32: cast to float16 instead
                 del producer.attribute[:]
                 producer.attribute.append(helper.make_attribute("to", TensorProto.FLOAT16))
@@ -156,7 +158,8 @@ def _cast_float32_readers(graph, name: str) -> None:
     from onnx import TensorProto, helper
 
     def is_fp16_cast(node) -> bool:
-        return node.op_type == "Cast" and helper.get_attribute_value(node.attribute[0]) == TensorProto.FLOAT16
+        to = [helper.get_attribute_value(a) for a in node.attribute if a.name == "to"]
+        return node.op_type == "Cast" and to == [TensorProto.FLOAT16]
 
     readers = [n for n in graph.node if name in n.input and not is_fp16_cast(n)]
     if not readers:

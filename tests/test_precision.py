@@ -321,3 +321,16 @@ def test_builder_optimization_level_from_the_environment_changes_the_engine_key(
         monkeypatch.setenv(snippet.LEVEL_VARIABLE, bad)
         with pytest.raises(OrchestratorError, match=r"ORCHESTRATOR_TRT_OPT_LEVEL must be a builder optimisation level"):
             snippet.optimization_level()
+
+
+def test_an_hwc8_port_passed_straight_through_and_casts_with_more_attributes():
+    """An input that is also an output stays one float16 tensor; a Cast is recognised by its 'to'."""
+    data = model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 8, 4, 4])], [("y", [1, 8, 4, 4])])
+    graph = onnx.load_from_string(data)
+    graph.graph.output.append(helper.make_tensor_value_info("x", FLOAT, [1, 8, 4, 4]))
+    converted = convert(graph.SerializeToString(), Conversion("fp16", fp16_ports=("x",)))
+    assert io_types(converted) == {"x": FP16, "y": FLOAT}
+    x = rng.standard_normal((1, 8, 4, 4)).astype(np.float16)
+    y, same = run(converted, {"x": x})
+    np.testing.assert_array_equal(same, x)
+    np.testing.assert_allclose(y, np.maximum(x.astype(np.float32), 0), rtol=1e-3)
