@@ -25,6 +25,8 @@ class RunOptions:
     - ``cache_dir``: where engines and kernels are cached (None: ``$ORCHESTRATOR_CACHE`` or the default).
     - ``device_index``: the GPU to run on. CUDA only.
     - ``timeout``: seconds ``run`` waits for a free instance before raising (None: wait forever).
+    - ``build_jobs``: TensorRT engines built at once when several snippets miss the cache (None:
+      ``$ORCHESTRATOR_BUILD_JOBS`` or up to 4, at most half the CPU cores). CUDA only.
     """
 
     instances: int = 1
@@ -33,6 +35,7 @@ class RunOptions:
     cache_dir: str | Path | None = None
     device_index: int = 0
     timeout: float | None = None
+    build_jobs: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.instances, bool) or not isinstance(self.instances, int) or self.instances < 1:
@@ -41,6 +44,9 @@ class RunOptions:
             raise ValueError(f"graphs must be False, True or 'segments', not {self.graphs!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds or None, not {self.timeout!r}")
+        if self.build_jobs is not None and (isinstance(self.build_jobs, bool) or not isinstance(self.build_jobs, int)
+                                            or self.build_jobs < 1):
+            raise ValueError(f"build_jobs must be an integer >= 1 or None, not {self.build_jobs!r}")
         if isinstance(self.device_index, bool) or not isinstance(self.device_index, int) or self.device_index < 0:
             raise ValueError(f"device_index must be an integer >= 0, not {self.device_index!r}")
         streams = self.streams()

@@ -256,8 +256,9 @@ def install(monkeypatch) -> FakeDriver:
         info.name.encode(), "cubin", info.name, arch))
     monkeypatch.setattr(trt, "version", lambda: "8.6.1")
     fake.deserialised = []
-    monkeypatch.setattr(EngineCache, "engine", lambda self, info, profile, copies=1: (
-        fake.deserialised.append(info.name) or FakeEngine(info, profile, copies, fake)))
+    monkeypatch.setattr(EngineCache, "engines", lambda self, requests, jobs=None, on_thread=None: {
+        name: fake.deserialised.append(name) or FakeEngine(r.info, r.profile, r.copies, fake)
+        for name, r in requests.items()})
     monkeypatch.setattr(trt, "scratch_bytes", lambda engine: 1000)  # odd, as real sizes can be
     monkeypatch.setattr(trt, "io_tensors", lambda engine: (list(engine.info.inputs), list(engine.info.outputs)))
     monkeypatch.setattr(trt, "tensor_layout", lambda engine, name: "linear")

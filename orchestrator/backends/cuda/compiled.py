@@ -18,7 +18,7 @@ from ..base import Backend, CompiledPipeline
 from .arena import ArenaLayout, layout_arena
 from .driver import Context, check, cu
 from .kernel import LoadedKernel
-from .snippet import EngineCache, Profile, TensorRTSnippet
+from .snippet import EngineCache, EngineRequest, Profile, TensorRTSnippet
 
 
 class CudaCompiled(CompiledPipeline):
@@ -50,10 +50,12 @@ class CudaCompiled(CompiledPipeline):
             self.kernels[name] = LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
         for info in pipeline.snippets.values():
             self.engine_cache.path(info)
+        profiles = {name: self._profile(name) for name in pipeline.snippets}
+        requests = {name: EngineRequest(info, profiles[name], self.profiles_needed(name, profiles[name], options.instances))
+                    for name, info in pipeline.snippets.items()}
+        engines = self.engine_cache.engines(requests, options.build_jobs, on_thread=self.context.make_current)
         for name, info in pipeline.snippets.items():
-            profile = self._profile(name)
-            engine = self.engine_cache.engine(info, profile, self.profiles_needed(name, profile, options.instances))
-            self.snippets[name] = TensorRTSnippet(info, engine, dynamic=bool(profile))
+            self.snippets[name] = TensorRTSnippet(info, engines[name], dynamic=bool(profiles[name]))
         scratch = max((s.scratch_bytes for s in self.snippets.values()), default=0)
         self.layout: ArenaLayout = layout_arena(pipeline, tensor_bytes(pipeline, self.bounds["max"]), scratch)
         blocks = [n for n in walk(pipeline.body) if isinstance(n, IfBlock | SwitchBlock | WhileBlock)]

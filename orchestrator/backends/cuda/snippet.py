@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ... import cache
 from ...errors import CompileError, ExecutionError, OrchestratorError
@@ -23,6 +26,24 @@ Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
 LEVEL_VARIABLE = "ORCHESTRATOR_TRT_OPT_LEVEL"
+JOBS_VARIABLE = "ORCHESTRATOR_BUILD_JOBS"
+
+
+class EngineRequest(NamedTuple):
+    info: SnippetInfo
+    profile: Profile
+    copies: int = 1
+
+
+def build_jobs() -> int:
+    """Engines built at once: $ORCHESTRATOR_BUILD_JOBS, else up to 4 and at most half the CPU cores
+    (a build is mostly CPU work; more at once make TensorRT's kernel timings noisier)."""
+    text = os.environ.get(JOBS_VARIABLE, "").strip()
+    if not text:
+        return max(1, min(4, (os.cpu_count() or 2) // 2))
+    if not (text.isdigit() and int(text) >= 1):
+        raise OrchestratorError(f"${JOBS_VARIABLE} must be a number of builds >= 1, not {text!r}")
+    return int(text)
 
 
 def optimization_level() -> int | None:
@@ -47,6 +68,7 @@ class EngineCache:
         gpu = re.sub(r"\W+", "_", device.name)
         self.timing_path = root / "timing" / f"{gpu}-{device.arch}-trt{trt.version()}.cache"
         self.builds = 0  # engines built (not loaded from the cache) by this object
+        self._lock = threading.Lock()
         self.level = optimization_level()
 
     def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile, copies: int) -> str:
@@ -68,28 +90,70 @@ class EngineCache:
         return Conversion(info.precision, info.keep_fp32, hwc8)
 
     def engine(self, info: SnippetInfo, profile: Profile, copies: int = 1) -> Any:
+        return self.engines({info.name: EngineRequest(info, profile, copies)}, jobs=1)[info.name]
+
+    def engines(self, requests: dict[str, EngineRequest], jobs: int | None = None,
+                on_thread: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Every requested engine, from the cache or built: misses build ``jobs`` at a time (TensorRT
+        releases the GIL while it builds; each build has its own builder), with a line per snippet as it
+        starts and ends. ``on_thread`` runs first on each build thread (to make the CUDA context current)."""
+        entries = {name: self._entry(request) for name, request in requests.items()}
+        engines = {name: self._load(path) for name, (path, _) in entries.items()}
+        missing = [name for name, engine in engines.items() if engine is None]
+        jobs = min(jobs or build_jobs(), len(missing) or 1)
+        if len(missing) > 1:
+            log.info("orchestrator: building %d TensorRT engines, %d at a time", len(missing), jobs)
+        built = self._build_all({n: (requests[n], *entries[n]) for n in missing}, jobs, on_thread)
+        for name in missing:
+            engine = trt.deserialize(built[name])
+            if engine is None:
+                raise CompileError(f"TensorRT could not load the engine it built for snippet '{name}'")
+            engines[name] = engine
+        return engines
+
+    def _entry(self, request: EngineRequest) -> tuple[Path, bytes]:
+        info = request.info
         onnx_bytes = snippet_onnx_bytes(info, cache_root=self.root)  # optimised when the snippet asks
-        path = self.root / "engines" / f"{info.name}-{self.key(info, onnx_bytes, profile, copies)[:32]}.engine"
+        key = self.key(info, onnx_bytes, request.profile, request.copies)
+        return self.root / "engines" / f"{info.name}-{key[:32]}.engine", onnx_bytes
+
+    @staticmethod
+    def _load(path: Path) -> Any | None:
         data = cache.read(path)
-        if data is not None:
-            engine = trt.deserialize(data)
-            if engine is not None:
-                return engine
+        if data is None:
+            return None
+        engine = trt.deserialize(data)
+        if engine is None:
             log.warning("orchestrator: cached engine %s is corrupt or incompatible; rebuilding", path.name)
-        precision_path = self.path(info)
+        return engine
+
+    def _build_all(self, work: dict[str, tuple[EngineRequest, Path, bytes]], jobs: int,
+                   on_thread: Callable[[], None] | None) -> dict[str, bytes]:
+        if jobs <= 1:
+            return {name: self._build(*item) for name, item in work.items()}
+        with ThreadPoolExecutor(jobs, thread_name_prefix="trt-build", initializer=on_thread) as pool:
+            futures = {name: pool.submit(self._build, *item) for name, item in work.items()}
+            try:
+                return {name: future.result() for name, future in futures.items()}
+            except BaseException:
+                for future in futures.values():
+                    future.cancel()  # builds already running finish; the first failure is raised
+                raise
+
+    def _build(self, request: EngineRequest, path: Path, onnx_bytes: bytes) -> bytes:
+        info, precision_path = request.info, self.path(request.info)
         if precision_path == "converted":
             onnx_bytes = converted(onnx_bytes, self.conversion(info), self.root, name=info.name)
         serialized, timing = trt.build_engine(onnx_bytes, name=info.name, precision=info.precision,
-                                              path=precision_path, workspace=info.workspace, profile=profile,
-                                              timing_cache=cache.read(self.timing_path), copies=copies,
-                                              formats=info.formats, optimization_level=self.level)
-        self.builds += 1
+                                              path=precision_path, workspace=info.workspace,
+                                              profile=request.profile, timing_cache=cache.read(self.timing_path),
+                                              copies=request.copies, formats=info.formats,
+                                              optimization_level=self.level)
+        with self._lock:
+            self.builds += 1
         cache.write_atomic(path, serialized)
         self.save_timing_cache(timing)
-        engine = trt.deserialize(serialized)
-        if engine is None:
-            raise CompileError(f"TensorRT could not load the engine it built for snippet '{info.name}'")
-        return engine
+        return serialized
 
     def save_timing_cache(self, timing: bytes) -> None:
         """Merge with what is on disk now (another process may have built meanwhile), under a lock."""
