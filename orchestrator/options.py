@@ -26,7 +26,7 @@ class RunOptions:
     - ``device_index``: the GPU to run on. CUDA only.
     - ``timeout``: seconds ``run`` waits for a free instance before raising (None: wait forever).
     - ``build_jobs``: TensorRT engines built at once when several snippets miss the cache (None:
-      ``$ORCHESTRATOR_BUILD_JOBS`` or up to 4, at most half the CPU cores). CUDA only.
+      ``$ORCHESTRATOR_BUILD_JOBS`` or 1). CUDA only.
     """
 
     instances: int = 1

@@ -36,11 +36,12 @@ class EngineRequest(NamedTuple):
 
 
 def build_jobs() -> int:
-    """Engines built at once: $ORCHESTRATOR_BUILD_JOBS, else up to 4 and at most half the CPU cores
-    (a build is mostly CPU work; more at once make TensorRT's kernel timings noisier)."""
+    """Engines built at once: $ORCHESTRATOR_BUILD_JOBS, else 1. Concurrent builds on threads deadlocked on
+    the H100 with TensorRT 8.6 (our Python logger needs the GIL inside a build while another thread holds
+    it in a TensorRT call), so they are opt-in until builds move to worker processes."""
     text = os.environ.get(JOBS_VARIABLE, "").strip()
     if not text:
-        return max(1, min(4, (os.cpu_count() or 2) // 2))
+        return 1
     if not (text.isdigit() and int(text) >= 1):
         raise OrchestratorError(f"${JOBS_VARIABLE} must be a number of builds >= 1, not {text!r}")
     return int(text)
