@@ -139,6 +139,13 @@ def test_device_inputs_and_outputs_in_every_mode(hammer_yaml, cache, mode):
     buffers = {k: (DeviceBuffer((1 + k % 4, 4), np.float32), DeviceBuffer((1, 1), np.float32)) for k in range(8)}
     with cuda_orch(hammer_yaml, cache, graphs=mode, instances=4) as orch:
         def client(k: int) -> None:
+            try:
+                runs(k)
+            except Exception as exc:  # a thread's exception must fail the test, not just warn
+                failures.append(f"thread {k}: {type(exc).__name__}: {exc}")
+
+        def runs(k: int) -> None:
+            orch.compiled.context.make_current()  # the caller's own copies need a context on its thread
             rng, (x, s) = np.random.default_rng(k), buffers[k]
             for i in range(20):
                 inputs = make_inputs(rng)
