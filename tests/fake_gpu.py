@@ -256,7 +256,7 @@ def install(monkeypatch) -> FakeDriver:
         info.name.encode(), "cubin", info.name, arch))
     monkeypatch.setattr(trt, "version", lambda: "8.6.1")
     fake.deserialised = []
-    monkeypatch.setattr(EngineCache, "engines", lambda self, requests, jobs=None, on_thread=None: {
+    monkeypatch.setattr(EngineCache, "engines", lambda self, requests, jobs=None: {
         name: fake.deserialised.append(name) or FakeEngine(r.info, r.profile, r.copies, fake)
         for name, r in requests.items()})
     monkeypatch.setattr(trt, "scratch_bytes", lambda engine: 1000)  # odd, as real sizes can be

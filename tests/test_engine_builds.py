@@ -1,11 +1,10 @@
 """Engine builds that scale with the number of snippets (issue 14, item 5): cache misses build several at
-a time on their own threads, hits are loaded, the first failure is raised and nothing half-built is
-cached. TensorRT itself is replaced by a recorder here (the GPU suite builds real engines)."""
+a time in worker processes, hits are loaded, the first failure is raised and nothing half-built is cached.
+TensorRT's builder is replaced by tests/fake_builds.py (the GPU suite builds real engines)."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from conftest import write
@@ -19,34 +18,13 @@ from orchestrator.pipeline.load import load_pipeline
 SNIPPETS = 6
 
 
-class Recorder:
-    """Stands in for TensorRT's builder: each build takes a while and records how many ran at once."""
-
-    def __init__(self, fail: str | None = None):
-        self.running = self.most = 0
-        self.threads: set[str] = set()
-        self.lock = threading.Lock()
-        self.fail = fail
-
-    def build_engine(self, onnx_bytes: bytes, *, name: str, **settings) -> tuple[bytes, bytes]:
-        with self.lock:
-            self.running += 1
-            self.most = max(self.most, self.running)
-            self.threads.add(threading.current_thread().name)
-        time.sleep(0.1)
-        with self.lock:
-            self.running -= 1
-        if name == self.fail:
-            raise CompileError(f"TensorRT failed to build snippet '{name}': no tactic")
-        return b"engine:" + name.encode(), b"timing"
-
-
 @pytest.fixture
 def requests(workdir, monkeypatch) -> dict[str, EngineRequest]:
     monkeypatch.setattr(trt, "version", lambda: "10.0.0")
     monkeypatch.setattr(trt, "precision_path", lambda name, precision, requested, keep: "fp32")
     monkeypatch.setattr(trt, "deserialize", lambda data: ("engine", data) if data.startswith(b"engine:") else None)
     monkeypatch.setattr(trt, "merge_timing_caches", lambda ours, theirs: ours)
+    monkeypatch.setenv("FAKE_BUILD_LOG", str(workdir / "builds.log"))
     names = [f"s{i}" for i in range(SNIPPETS)]
     write(workdir, "inputs:\n  x: {dtype: float32, shape: [4, 4]}\noutputs: [x5]\nsnippets:\n"
           + "".join(f"  {n}: {{onnx: relu.onnx}}\n" for n in names) + "steps:\n"
@@ -57,40 +35,57 @@ def requests(workdir, monkeypatch) -> dict[str, EngineRequest]:
 
 
 def cache_for(workdir) -> EngineCache:
-    return EngineCache(workdir / "cache", DeviceInfo(0, "H100", (9, 0)))
+    engines = EngineCache(workdir / "cache", DeviceInfo(0, "H100", (9, 0)))
+    engines.build_function = "fake_builds:build_engine"
+    return engines
 
 
-def test_misses_build_jobs_at_a_time_each_thread_set_up_first(workdir, requests, monkeypatch):
-    recorder, set_up = Recorder(), set()
-    monkeypatch.setattr(trt, "build_engine", recorder.build_engine)
+def builds(workdir) -> list[tuple[str, float, float, int]]:
+    lines = (workdir / "builds.log").read_text().split("\n") if (workdir / "builds.log").exists() else []
+    return [(n, float(a), float(b), int(p)) for n, a, b, p in (line.split() for line in lines if line)]
+
+
+def most_at_once(spans: list[tuple[str, float, float, int]]) -> int:
+    return max(sum(a <= start < b for _, a, b, _ in spans) for _, start, _, _ in spans)
+
+
+def test_misses_build_jobs_at_a_time_in_worker_processes(workdir, requests):
     engines = cache_for(workdir)
-    got = engines.engines(requests, jobs=3, on_thread=lambda: set_up.add(threading.current_thread().name))
+    got = engines.engines(requests, jobs=3)
     assert {name: data for name, (_, data) in got.items()} == {n: b"engine:" + n.encode() for n in requests}
-    assert engines.builds == SNIPPETS and recorder.most == 3
-    assert recorder.threads == set_up and len(set_up) == 3 and threading.current_thread().name not in set_up
+    spans = builds(workdir)
+    assert engines.builds == SNIPPETS and sorted(n for n, *_ in spans) == sorted(requests)
+    assert most_at_once(spans) == 3 and len({pid for *_, pid in spans}) == SNIPPETS  # a fresh process each
     again = cache_for(workdir)
     assert again.engines(requests, jobs=3).keys() == requests.keys() and again.builds == 0
+    assert len(builds(workdir)) == SNIPPETS  # nothing built the second time
 
 
 def test_one_job_builds_in_order_on_the_calling_thread(workdir, requests, monkeypatch):
-    recorder = Recorder()
-    monkeypatch.setattr(trt, "build_engine", recorder.build_engine)
+    seen = []
+    monkeypatch.setattr(trt, "build_engine", lambda onnx_bytes, *, name, **settings: (
+        seen.append((name, threading.current_thread().name)) or (b"engine:" + name.encode(), b"timing")))
     cache_for(workdir).engines(requests, jobs=1)
-    assert recorder.most == 1 and recorder.threads == {threading.current_thread().name}
+    assert seen == [(n, threading.current_thread().name) for n in requests]
 
 
 def test_the_failed_build_is_raised_and_the_others_stay_cached(workdir, requests, monkeypatch):
-    recorder = Recorder(fail="s2")
-    monkeypatch.setattr(trt, "build_engine", recorder.build_engine)
-    with pytest.raises(CompileError, match="snippet 's2': no tactic"):
+    monkeypatch.setenv("FAKE_BUILD_FAIL", "s2")
+    with pytest.raises(CompileError, match="^TensorRT failed to build snippet 's2': no tactic$"):
         cache_for(workdir).engines(requests, jobs=2)
     cached = sorted(p.name.split("-")[0] for p in (workdir / "cache" / "engines").glob("*.engine"))
     assert "s2" not in cached and set(cached) <= set(requests) - {"s2"}
-    assert not list((workdir / "cache" / "engines").glob("*.tmp*"))
-    recorder.fail = None
+    assert not [p for p in (workdir / "cache" / "engines").iterdir() if not p.name.endswith(".engine")]
+    monkeypatch.delenv("FAKE_BUILD_FAIL")
     retry = cache_for(workdir)
     retry.engines(requests, jobs=2)
     assert retry.builds == SNIPPETS - len(cached)  # only what was not cached is built again
+
+
+def test_a_worker_that_dies_is_a_clear_error(workdir, requests, monkeypatch):
+    monkeypatch.setenv("FAKE_BUILD_CRASH", "s4")
+    with pytest.raises(OrchestratorError, match=r"build worker for snippet 's4' ended without a result \(exit status 139"):
+        cache_for(workdir).engines(requests, jobs=2)
 
 
 def test_build_jobs_from_the_environment(monkeypatch):

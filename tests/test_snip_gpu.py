@@ -94,13 +94,13 @@ def test_input_shape_recomputed_in_a_later_piece(tmp_path, cache_dir, mode):
     _check(result, tmp_path / "m.onnx", feeds, mode, FP32, cache_dir)
 
 
-def test_sixteen_pieces_built_in_an_empty_cache(models, tmp_path):
-    """Sixteen engines built from scratch in one load are right."""
+def test_sixteen_pieces_built_four_at_a_time_in_an_empty_cache(models, tmp_path):
+    """Cache misses build in four worker processes at once (build_worker.py) and the engines are right."""
     result = snip(models["resnet_bn"], tmp_path / "p", pieces=16)
     feeds = {Graph(load_model(models["resnet_bn"])).inputs[0]:
              np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)}
     ours = {result.names[k]: v for k, v in feeds.items()}
-    with Orchestrator.from_yaml(result.pipeline, device="cuda", cache_dir=tmp_path / "cold") as gpu:
+    with Orchestrator.from_yaml(result.pipeline, device="cuda", cache_dir=tmp_path / "cold", build_jobs=4) as gpu:
         assert gpu.compiled.engine_cache.builds == len(result.pieces) == 16
         got = gpu.run(ours)
     want = Orchestrator.from_yaml(result.pipeline, device="cpu").run(ours)

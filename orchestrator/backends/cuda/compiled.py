@@ -53,7 +53,7 @@ class CudaCompiled(CompiledPipeline):
         profiles = {name: self._profile(name) for name in pipeline.snippets}
         requests = {name: EngineRequest(info, profiles[name], self.profiles_needed(name, profiles[name], options.instances))
                     for name, info in pipeline.snippets.items()}
-        engines = self.engine_cache.engines(requests, options.build_jobs, on_thread=self.context.make_current)
+        engines = self.engine_cache.engines(requests, options.build_jobs)
         for name, info in pipeline.snippets.items():
             self.snippets[name] = TensorRTSnippet(info, engines[name], dynamic=bool(profiles[name]))
         scratch = max((s.scratch_bytes for s in self.snippets.values()), default=0)

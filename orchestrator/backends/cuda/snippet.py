@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,7 +15,7 @@ from ...errors import CompileError, ExecutionError, OrchestratorError
 from ...pipeline.ir import SnippetInfo
 from ...precision import Conversion, converted
 from ...surgery.snippets import snippet_onnx_bytes
-from . import trt
+from . import build_worker, trt
 from .driver import DeviceInfo
 
 log = logging.getLogger("orchestrator")
@@ -36,9 +34,8 @@ class EngineRequest(NamedTuple):
 
 
 def build_jobs() -> int:
-    """Engines built at once: $ORCHESTRATOR_BUILD_JOBS, else 1. Concurrent builds on threads deadlocked on
-    the H100 with TensorRT 8.6 (our Python logger needs the GIL inside a build while another thread holds
-    it in a TensorRT call), so they are opt-in until builds move to worker processes."""
+    """Engines built at once (in worker processes): $ORCHESTRATOR_BUILD_JOBS, else 1. Opt-in until the
+    worker-process builds have run on the GPU (builds on threads deadlocked there: build_worker.py)."""
     text = os.environ.get(JOBS_VARIABLE, "").strip()
     if not text:
         return 1
@@ -69,7 +66,7 @@ class EngineCache:
         gpu = re.sub(r"\W+", "_", device.name)
         self.timing_path = root / "timing" / f"{gpu}-{device.arch}-trt{trt.version()}.cache"
         self.builds = 0  # engines built (not loaded from the cache) by this object
-        self._lock = threading.Lock()
+        self.build_function = build_worker.DEFAULT_FUNCTION  # what a worker process runs
         self.level = optimization_level()
 
     def key(self, info: SnippetInfo, onnx_bytes: bytes, profile: Profile, copies: int) -> str:
@@ -93,18 +90,16 @@ class EngineCache:
     def engine(self, info: SnippetInfo, profile: Profile, copies: int = 1) -> Any:
         return self.engines({info.name: EngineRequest(info, profile, copies)}, jobs=1)[info.name]
 
-    def engines(self, requests: dict[str, EngineRequest], jobs: int | None = None,
-                on_thread: Callable[[], None] | None = None) -> dict[str, Any]:
-        """Every requested engine, from the cache or built: misses build ``jobs`` at a time (TensorRT
-        releases the GIL while it builds; each build has its own builder), with a line per snippet as it
-        starts and ends. ``on_thread`` runs first on each build thread (to make the CUDA context current)."""
+    def engines(self, requests: dict[str, EngineRequest], jobs: int | None = None) -> dict[str, Any]:
+        """Every requested engine, from the cache or built: misses build ``jobs`` at a time in worker
+        processes (build_worker.py), with a line per snippet as it starts and ends."""
         entries = {name: self._entry(request) for name, request in requests.items()}
         engines = {name: self._load(path) for name, (path, _) in entries.items()}
         missing = [name for name, engine in engines.items() if engine is None]
         jobs = min(jobs or build_jobs(), len(missing) or 1)
         if len(missing) > 1:
             log.info("orchestrator: building %d TensorRT engines, %d at a time", len(missing), jobs)
-        built = self._build_all({n: (requests[n], *entries[n]) for n in missing}, jobs, on_thread)
+        built = self._build_all({n: (requests[n], *entries[n]) for n in missing}, jobs)
         for name in missing:
             engine = trt.deserialize(built[name])
             if engine is None:
@@ -128,30 +123,43 @@ class EngineCache:
             log.warning("orchestrator: cached engine %s is corrupt or incompatible; rebuilding", path.name)
         return engine
 
-    def _build_all(self, work: dict[str, tuple[EngineRequest, Path, bytes]], jobs: int,
-                   on_thread: Callable[[], None] | None) -> dict[str, bytes]:
+    def _build_all(self, work: dict[str, tuple[EngineRequest, Path, bytes]], jobs: int) -> dict[str, bytes]:
+        """One at a time on this thread, or ``jobs`` worker processes at once (build_worker.py says why
+        not threads); results are stored on this thread as they arrive."""
         if jobs <= 1:
-            return {name: self._build(*item) for name, item in work.items()}
-        with ThreadPoolExecutor(jobs, thread_name_prefix="trt-build", initializer=on_thread) as pool:
-            futures = {name: pool.submit(self._build, *item) for name, item in work.items()}
+            return {name: self._store(request, path, *trt.build_engine(**self._settings(request, onnx_bytes)))
+                    for name, (request, path, onnx_bytes) in work.items()}
+        built: dict[str, bytes] = {}
+        with ThreadPoolExecutor(jobs, thread_name_prefix="trt-build") as pool:
+            futures = {pool.submit(self._build_in_worker, request, onnx_bytes): (name, request, path)
+                       for name, (request, path, onnx_bytes) in work.items()}
             try:
-                return {name: future.result() for name, future in futures.items()}
+                for future in as_completed(futures):
+                    name, request, path = futures[future]
+                    built[name] = self._store(request, path, *future.result())
             except BaseException:
-                for future in futures.values():
-                    future.cancel()  # builds already running finish; the first failure is raised
+                pool.shutdown(cancel_futures=True)  # builds already running finish; the first failure is raised
                 raise
+        return {name: built[name] for name in work}
 
-    def _build(self, request: EngineRequest, path: Path, onnx_bytes: bytes) -> bytes:
-        info, precision_path = request.info, self.path(request.info)
-        if precision_path == "converted":
+    def _settings(self, request: EngineRequest, onnx_bytes: bytes) -> dict[str, Any]:
+        """trt.build_engine's arguments (the model converted first on the converted path)."""
+        info, path = request.info, self.path(request.info)
+        if path == "converted":
             onnx_bytes = converted(onnx_bytes, self.conversion(info), self.root, name=info.name)
-        serialized, timing = trt.build_engine(onnx_bytes, name=info.name, precision=info.precision,
-                                              path=precision_path, workspace=info.workspace,
-                                              profile=request.profile, timing_cache=cache.read(self.timing_path),
-                                              copies=request.copies, formats=info.formats,
-                                              optimization_level=self.level)
-        with self._lock:
-            self.builds += 1
+        return {"onnx_bytes": onnx_bytes, "name": info.name, "precision": info.precision, "path": path,
+                "workspace": info.workspace, "profile": request.profile, "copies": request.copies,
+                "timing_cache": cache.read(self.timing_path), "formats": info.formats,
+                "optimization_level": self.level}
+
+    def _build_in_worker(self, request: EngineRequest, onnx_bytes: bytes) -> tuple[bytes, bytes]:
+        settings = self._settings(request, onnx_bytes)
+        model = settings.pop("onnx_bytes")
+        return build_worker.run_in_worker(self.build_function, model, {**settings, "device_index": self.device.ordinal},
+                                          name=request.info.name)
+
+    def _store(self, request: EngineRequest, path: Path, serialized: bytes, timing: bytes) -> bytes:
+        self.builds += 1
         cache.write_atomic(path, serialized)
         self.save_timing_cache(timing)
         return serialized
