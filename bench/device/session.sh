@@ -15,9 +15,9 @@ step() { local name=$1 limit=$2; shift 2
   echo "$(date +%T) start $name" >> $R/progress
   timeout -s INT $limit "$@" > $R/$name.log 2>&1; local rc=$?
   echo "$(date +%T) end $name rc=$rc $(grep -E '[0-9]+ (passed|failed)' $R/$name.log | tail -1)" >> $R/progress; }
-# tests build at optimisation level 1 (fast builds, engines still correct); benchmarks at TensorRT's default.
+# tests build at optimisation level 0 (fastest builds, engines still correct); benchmarks at TensorRT's default.
 # (A command, not a shell function: `timeout` runs programs.)
-tests="env ORCHESTRATOR_TRT_OPT_LEVEL=${TEST_OPT_LEVEL:-1} python -m pytest -m gpu -q -p no:cacheprovider -rfE"
+tests="env ORCHESTRATOR_TRT_OPT_LEVEL=${TEST_OPT_LEVEL:-0} python -m pytest -m gpu -q -p no:cacheprovider -rfE"
 serve_env() {  # PyTriton's wheels, carried into /tmp/serve-wheels by earlier calls (bench/device/README.md)
   [ -d /tmp/serve-wheels ] || return 1
   [ -f $R/serve-rig.done ] || { bash bench/serve_rig.sh /tmp/serve-wheels > $R/serve-rig.log 2>&1 && touch $R/serve-rig.done; }
@@ -26,9 +26,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv > $R/gpu.txt 2
 PHASES=${PHASES:-"A B C"}
 
 if [[ $PHASES == *A* ]]; then
-  ( step core 900 $tests tests/test_cuda.py tests/test_cuda_bad_input.py tests/test_cuda_first_hour.py ) &
-  ( step precision 600 $tests tests/test_cuda_precision.py
-    step rest 900 $tests tests/test_snip_gpu.py tests/test_fast_kernels.py tests/test_advise.py \
+  ( step cuda 900 $tests tests/test_cuda.py ) &
+  ( step bad_input 600 $tests tests/test_cuda_bad_input.py tests/test_cuda_first_hour.py ) &
+  ( step precision 600 $tests tests/test_cuda_precision.py ) &
+  ( step rest 900 $tests tests/test_snip_gpu.py tests/test_fast_kernels.py tests/test_advise.py \
          tests/test_heatmap.py tests/test_surgery.py ) &
   ( step instances 900 $tests tests/test_cuda_instances.py -k "not memory" ) &
   ( serve_env && step serve_test 600 $tests tests/test_serve.py ) &
@@ -43,7 +44,7 @@ fi
 if [[ $PHASES == *C* ]]; then
   step bench_precision 330 python bench/precision_paths.py --out $OUTS/precision_paths_fp16_b1.json
   # cold: each configuration in an empty engine and timing cache (build times from scratch)
-  step bench_snip 600 python bench/snip_bench.py --quick --cold --out $OUTS/snip_fp16_quick_cold.json
+  ORCHESTRATOR_BUILD_JOBS=4 step bench_snip 600 python bench/snip_bench.py --quick --cold --out $OUTS/snip_fp16_quick_cold.json
   step bench_instances 330 python bench/instances.py --out $OUTS/instances.json
   step bench_kernels 240 python bench/kernels.py --batch 1 32 --network --out $OUTS/kernels.json
   ( serve_env && step bench_serve 420 python bench/serve_bench.py --seconds 3 --out $OUTS/serve.json )
