@@ -84,3 +84,6 @@ class RunOptions:
                                          f"the cpu backend)")
         if self.graphs:
             raise MissingDependencyError("graph mode needs the CUDA backend (this is the cpu backend)")
+        if self.build_jobs is not None:
+            raise MissingDependencyError("build_jobs= sets how many TensorRT engines build at once: it needs "
+                                         "the CUDA backend (this is the cpu backend)")

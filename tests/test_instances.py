@@ -82,6 +82,7 @@ def test_device_outputs_with_several_instances_are_refused(workdir):
     ({"stream": 7}, MissingDependencyError, "stream= needs the CUDA backend"),
     ({"device_index": 1}, MissingDependencyError, "device_index=1 needs the CUDA backend"),
     ({"graphs": "segments"}, MissingDependencyError, "graph mode needs the CUDA backend"),
+    ({"build_jobs": 4}, MissingDependencyError, "build_jobs= sets how many TensorRT engines build at once: it needs"),
     ({"instances": 0}, ValueError, "instances must be an integer >= 1"),
     ({"instances": 2, "stream": 7}, ValueError, "1 stream.s. given for 2 instance.s.; each instance needs"),
     ({"timeout": 0}, ValueError, "timeout must be a positive"),
