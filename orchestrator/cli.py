@@ -299,10 +299,28 @@ def _graph(args: argparse.Namespace) -> int:
 def _optimize(args: argparse.Namespace) -> int:
     from .surgery import optimize_file
 
-    report = optimize_file(Path(args.model), Path(args.output))
+    output = Path(args.output)
+    report = optimize_file(Path(args.model), output, strip_edges=args.strip_edges)
     print(report.table())
-    print(f"{args.output} written; its outputs match {args.model} on the CPU (onnxruntime, random inputs)")
+    if report.edges is not None and report.edges.stripped:
+        from .surgery.edge_kernels import advice
+
+        print("\n".join(advice(report.edges, output.name, _kernels_dir(output))))
+        print(f"{args.output} written; with the edges above replayed around it, its outputs match {args.model} "
+              f"on the CPU (onnxruntime, random inputs)")
+    else:
+        print(f"{args.output} written; its outputs match {args.model} on the CPU (onnxruntime, random inputs)")
     return EXIT_OK
+
+
+def _kernels_dir(output: Path) -> str:
+    """custom_kernels/ of this checkout, relative to the folder of ``output`` (as a pipeline there names it)."""
+    import os
+
+    here = Path(__file__).resolve().parent.parent / "custom_kernels"
+    if not here.is_dir():
+        return "custom_kernels"
+    return Path(os.path.relpath(here, output.resolve().parent)).as_posix()
 
 
 def _advise(args: argparse.Namespace) -> int:
@@ -447,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("optimize", help="graph surgery on an ONNX model: fold constants, drop no-ops, CSE")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="where to write the optimised model")
+    p.add_argument("--strip-edges", action="store_true",
+                   help="also remove input preprocessing (cast, transpose, per-channel scale/bias) and output "
+                        "post-processing (softmax, argmax, top-k), print what was removed and the kernel steps "
+                        "that replace it")
     p.set_defaults(func=_optimize)
 
     p = sub.add_parser("advise", help="tensor-core channel counts, hwc8 boundaries, fp16 candidates (and error)")

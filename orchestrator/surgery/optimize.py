@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import InternalError, OrchestratorError
 from .cost import Cost, cost
+from .edges import EdgeReport, strip_edges_bytes
 from .trivial import replace_trivial
 
 VERSION = "1"  # bump when a pass changes what it produces: optimised snippets are cached by it
@@ -48,6 +49,7 @@ class PassReport:
 @dataclass(frozen=True)
 class OptimizeReport:
     passes: tuple[PassReport, ...]
+    edges: EdgeReport | None = None  # with strip_edges (its pass is the last of ``passes`` when it stripped)
 
     @property
     def before(self) -> Cost:
@@ -64,6 +66,7 @@ class OptimizeReport:
         b, a = self.before, self.after
         lines.append(f"total: nodes {b.nodes} -> {a.nodes}, FLOPs {b.flops:,} -> {a.flops:,}, "
                      f"weight bytes {b.weight_bytes:,} -> {a.weight_bytes:,}")
+        lines += self.edges.lines() if self.edges else []
         return "\n".join(lines)
 
 
@@ -138,8 +141,10 @@ def optimize_bytes(data: bytes, *, name: str = "model") -> tuple[bytes, Optimize
     return optimized.SerializeToString(), report
 
 
-def optimize_file(source: Path, destination: Path) -> OptimizeReport:
-    """``orchestrator optimize``: read, optimise, check against the original on the CPU, write atomically."""
+def optimize_file(source: Path, destination: Path, *, strip_edges: bool = False) -> OptimizeReport:
+    """``orchestrator optimize``: read, optimise, check against the original on the CPU, write atomically.
+    With ``strip_edges``, the optimised model's pre/post-processing is then stripped (see ``edges.py``) and
+    checked by replaying the description around the stripped model."""
     from .. import cache
     from ..pipeline.source import display_name
 
@@ -151,5 +156,21 @@ def optimize_file(source: Path, destination: Path) -> OptimizeReport:
     from .verify import check_same_outputs
 
     check_same_outputs(data, optimized, name=display_name(source))
+    if strip_edges:
+        optimized, report = _strip(optimized, report, name=display_name(source))
     cache.write_file_atomic(destination, optimized)
     return report
+
+
+def _strip(data: bytes, report: OptimizeReport, *, name: str) -> tuple[bytes, OptimizeReport]:
+    import onnx
+
+    from .verify import check_stripped
+
+    stripped, edges = strip_edges_bytes(data, name=name)
+    passes = report.passes
+    if edges.stripped:
+        check_stripped(data, stripped, edges, name=name)
+        before, after = cost(onnx.load_from_string(data)), cost(onnx.load_from_string(stripped))
+        passes += (PassReport("strip_edges", "orchestrator", before, after),)
+    return stripped, OptimizeReport(passes, edges)

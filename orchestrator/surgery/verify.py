@@ -48,13 +48,35 @@ def max_difference(original: bytes, optimized: bytes, *, dim: int = 2) -> float 
         wanted = run(original, feeds)
     except Exception:  # onnxruntime's own exception types: nothing to compare with
         return None
+    return _worst(wanted, run(optimized, feeds))
+
+
+def _worst(wanted: list[np.ndarray], got: list[np.ndarray]) -> float:
     worst = 0.0
-    for want, got in zip(wanted, run(optimized, feeds), strict=True):
-        if want.shape != got.shape:
+    for want, have in zip(wanted, got, strict=True):
+        if want.shape != have.shape:
             return float("inf")
-        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
         worst = max(worst, float(diff.max(initial=0.0)) / (1.0 + float(np.abs(want).max(initial=0.0))))
     return worst
+
+
+def check_stripped(original: bytes, stripped: bytes, edges, *, name: str, tolerance: float = 1e-4) -> None:
+    """Raise unless the stripped model, between the described input transforms and output ops
+    (``edges``: an ``EdgeReport``), computes what the original computes."""
+    import onnxruntime as ort
+
+    try:
+        feeds = random_feeds(original)
+        wanted = run(original, feeds)
+    except Exception:  # onnxruntime's own exception types: nothing to compare with
+        return
+    names = [o.name for o in ort.InferenceSession(stripped, providers=["CPUExecutionProvider"]).get_outputs()]
+    got = edges.post(dict(zip(names, run(stripped, edges.pre(feeds)), strict=True)))
+    worst = _worst(wanted, list(got.values()))
+    if not worst <= tolerance:
+        raise InternalError(f"{name}: the stripped model with its described edges differs from the original "
+                            f"(max relative error {worst:.3g} > {tolerance:g}); please report this model")
 
 
 def check_same_outputs(original: bytes, optimized: bytes, *, name: str, tolerance: float = 1e-4) -> None:
