@@ -1,6 +1,7 @@
 """strip_edges: on a corpus built here, the described input transform (numpy, written here from the
 description's fields) + the stripped model (onnxruntime) + the described output ops (numpy, written here)
-equal onnxruntime on the original model; refused models come back byte-identical with the reason; the
+equal onnxruntime on the original model; a chain stops before what it cannot describe and says why;
+a model with no compute left is refused, byte-identical, with the reason; the
 suggested kernel steps run on the CPU backend and give the original's outputs."""
 
 from __future__ import annotations
@@ -101,27 +102,42 @@ STRIPPED = {
                                            *body("h")], NCHW, ["logits"], NORMALIZE + CONV + FC), {"Div": 1}),
 }
 
-# name -> (model, words of the reason)
-REFUSED = {
+# name -> (model, what is removed, words of where and why a chain stopped): the rest stays in the model
+STOPPED = {
     "non_constant_operand": (model([node("Sub", ["x", "y"], ["n"]), *body("n")], NCHW + [("y", F, ["N", 3, 8, 8])],
-                                   ["logits"], CONV + FC), "operand 'y' is not a constant"),
+                                   ["logits"], CONV + FC), {}, "operand 'y' is not a constant"),
     "branching_preprocessing": (model([node("Div", ["x", "s255"], ["d"]), node("Sub", ["d", "mean"], ["n"]),
                                        node("Conv", ["d", "w"], ["c2"], pads=[1, 1, 1, 1]), *body("n"),
                                        node("Add", ["c", "c2"], ["y"])], NCHW, ["logits", "y"], NORMALIZE + CONV + FC),
-                                "'d' is used 2 times"),
+                                {"Div": 1}, "the chain stops at 'd', which is used 2 times"),
     "per_pixel_operand": (model([node("Mul", ["x", "mask"], ["n"]), *body("n")], NCHW, ["logits"],
-                                [("mask", np.ones((1, 1, 8, 8), np.float32))] + CONV + FC), "not per channel"),
+                                [("mask", np.ones((1, 1, 8, 8), np.float32))] + CONV + FC), {}, "not per channel"),
     "per_channel_and_pixel_operand": (model([node("Add", ["x", "b"], ["n"]), *body("n")], NCHW, ["logits"],
-                                            [("b", np.ones((3, 8, 8), np.float32))] + CONV + FC), "not per channel"),
+                                            [("b", np.ones((3, 8, 8), np.float32))] + CONV + FC), {},
+                                      "not per channel"),
     "operand_broadcasts_the_input": (model([node("Add", ["x", "b"], ["n"]), *body("n")], [("x", F, ["N", 1, 8, 8])],
-                                           ["logits"], [("b", per_channel(MEAN))] + CONV + FC), "broadcast the input"),
+                                           ["logits"], [("b", per_channel(MEAN))] + CONV + FC), {},
+                                     "broadcast the input"),
     "constant_divided_by_input": (model([node("Div", ["one", "x"], ["n"]), *body("n")], NCHW, ["logits"],
-                                        [("one", np.float32(1))] + CONV + FC), "not affine"),
+                                        [("one", np.float32(1))] + CONV + FC), {}, "not affine"),
     "uint8_arithmetic": (model([node("Sub", ["image", "u"], ["d"]), node("Cast", ["d"], ["fl"], to=F),
                                 node("Transpose", ["fl"], ["x"], perm=[0, 3, 1, 2]), *body()], NHWC_U8, ["logits"],
-                               [("u", np.uint8(1))] + CONV + FC), "arithmetic on a uint8 tensor"),
+                               [("u", np.uint8(1))] + CONV + FC), {}, "arithmetic on a uint8 tensor"),
+    "scale_then_per_channel_on_another_axis": (
+        model([node("Div", ["x", "s255"], ["d"]), node("Mul", ["d", "colscale"], ["m"]),
+               node("Sub", ["m", "mean"], ["n"]), *body("n")], NCHW, ["logits"],
+              NORMALIZE + [("colscale", np.linspace(0.5, 1.5, 8).astype(np.float32))] + CONV + FC),
+        {"Div": 1, "Mul": 1}, "would vary along two axes"),
     "topk_non_constant_k": (model(body() + [node("TopK", ["logits", "k"], ["v", "i"])], NCHW + [("k", I64, [1])],
-                                  ["v", "i"], CONV + FC), "K 'k' is not a constant"),
+                                  ["v", "i"], CONV + FC), {}, "K 'k' is not a constant"),
+    "second_input_added_to_compute": (
+        model([node("Div", ["x", "s255"], ["d"]), *body("d"), node("Add", ["logits", "bias_in"], ["y"])],
+              NCHW + [("bias_in", F, ["N", 10])], ["y"], NORMALIZE[:1] + CONV + FC),
+        {"Div": 1}, "operand 'logits' is not a constant"),
+}
+
+# name -> (model, words of the reason)
+REFUSED = {
     "nothing_but_edges": (model([node("Div", ["x", "s255"], ["n"]), node("Softmax", ["n"], ["y"])],
                                 [("x", F, ["N", 10])], ["y"], NORMALIZE[:1]), "no compute would be left"),
 }
@@ -259,6 +275,24 @@ def test_transpose_after_arithmetic_moves_the_channel_axis():
     np.testing.assert_allclose(t.bias, -MEAN, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", sorted(STOPPED))
+def test_a_chain_stops_before_what_it_cannot_describe(name):
+    """The chain ends before the node (which stays in the model) and says why; what was stripped is
+    still exact: described edges + stripped model = original."""
+    data, expected_removed, words = STOPPED[name]
+    stripped, report = strip_edges_bytes(data)
+    assert report.refused is None and any(words in line for line in report.kept), report.lines()
+    assert any(line.startswith("  kept: ") and words in line for line in report.lines())
+    if not expected_removed:
+        assert stripped is data and not report.stripped
+        return
+    assert report.stripped and removed(data, stripped) == expected_removed
+    feeds = feeds_for(data)
+    want, got = run(data, feeds), replay(report, stripped, feeds)
+    for output, value in want.items():
+        np.testing.assert_allclose(got[output], value, rtol=1e-5, atol=1e-5, err_msg=output)
+
+
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_refused_models_come_back_byte_identical_with_the_reason(name):
     data, words = REFUSED[name]
@@ -332,8 +366,12 @@ def test_cli_optimize_strip_edges(tmp_path, capsys):
     graph = onnx.load(tmp_path / "out.onnx").graph
     assert [v.name for v in graph.input] == ["x"] and [v.name for v in graph.output] == ["logits"]
 
-    (tmp_path / "branch.onnx").write_bytes(REFUSED["branching_preprocessing"][0])
+    (tmp_path / "branch.onnx").write_bytes(STOPPED["branching_preprocessing"][0])
     assert main(["optimize", str(tmp_path / "branch.onnx"), "-o", str(tmp_path / "b.onnx"), "--strip-edges"]) == 0
     out = capsys.readouterr().out
-    assert "strip_edges: refused, model unchanged: " in out and "is used 2 times" in out
-    assert [v.name for v in onnx.load(tmp_path / "b.onnx").graph.input] == ["x"]
+    assert "strip_edges: removed" in out and "kept: input 'x': the chain stops at 'd', which is used 2 times" in out
+    assert [v.name for v in onnx.load(tmp_path / "b.onnx").graph.input] == ["d"]
+
+    (tmp_path / "edges.onnx").write_bytes(REFUSED["nothing_but_edges"][0])
+    assert main(["optimize", str(tmp_path / "edges.onnx"), "-o", str(tmp_path / "e.onnx"), "--strip-edges"]) == 0
+    assert "strip_edges: refused, model unchanged: " in capsys.readouterr().out

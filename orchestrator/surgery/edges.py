@@ -5,9 +5,10 @@ graph output backward over Softmax/LogSoftmax/ArgMax/TopK/Identity/Cast, the nod
 first (last) real compute node's input (output) becomes the graph's input (output). What was removed is
 described exactly enough to re-create it: per input a cast, a transpose and one affine map per channel
 (``x * scale[c] + bias[c]``, folded from the arithmetic); per output side the op list with its attributes.
-A chain that cannot be described exactly (a non-constant operand, one not scalar or per channel, a
-preprocessing tensor read by more than one node...) is refused: the model comes back unchanged, with the
-reason on one line.
+A chain stops (and the model keeps the rest) before the first node it cannot describe exactly: an operand
+that is not a constant, not scalar or per channel, arithmetic on integers, a tensor read by more than one
+node; the report says where and why each chain stopped. Only a model with no compute left between its
+stripped edges is refused: it comes back unchanged, with the reason on one line.
 
 The walk is ours (no library describes what it removes); onnx-graphsurgeon does the edit itself (new
 graph inputs and outputs, dead nodes and initializers dropped).
@@ -29,7 +30,11 @@ Dim = int | str | None
 
 
 class Refused(Exception):
-    """The edges cannot be described exactly; the message is the one-line reason."""
+    """The model cannot be stripped at all; the message is the one-line reason."""
+
+
+class Stop(Exception):
+    """A chain ends before this node (it stays in the model); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class EdgeReport:
     graph_outputs: tuple[str, ...] = ()  # the original model's outputs, in order
     new_outputs: tuple[dict, ...] = ()  # {"name", "dtype", "shape"} of each new graph output
     refused: str | None = None
+    kept: tuple[str, ...] = ()  # where a chain stopped and why (those nodes stay in the model)
 
     @property
     def stripped(self) -> bool:
@@ -114,16 +120,17 @@ class EdgeReport:
     def lines(self) -> list[str]:
         if self.refused:
             return [f"strip_edges: refused, model unchanged: {self.refused}"]
+        kept = [f"  kept: {why}" for why in self.kept]
         if not self.stripped:
             return ["strip_edges: nothing to strip (no preprocessing after the inputs, no post-processing "
-                    "before the outputs)"]
+                    "before the outputs)", *kept]
         lines = ["strip_edges: removed"]
         lines += [line for t in self.inputs for line in _input_lines(t)]
         lines += [f"  output side: {', '.join(repr(n) for n in op.outputs if n)} = {op.describe()} of "
                   f"{op.input!r}" for op in self.outputs]
         new = ", ".join(f"{o['name']!r} ({_typed(o['dtype'], o['shape'])})" for o in self.new_outputs)
         lines.append(f"  graph outputs now: {new}")
-        return lines
+        return lines + kept
 
 
 def _typed(dtype: str, shape: tuple[Dim, ...] | None) -> str:
@@ -227,9 +234,10 @@ class _Chain:
     bias: np.ndarray | None = None
 
 
-def _walk_input(g: _Graph, value) -> tuple[InputTransform | None, list]:
+def _walk_input(g: _Graph, value, kept: list[str]) -> tuple[InputTransform | None, list]:
     if value.name not in g.types:
-        raise Refused(f"input {value.name!r} has no element type")
+        kept.append(f"input {value.name!r}: its element type is unknown")
+        return None, []
     dtype, shape = g.types[value.name]
     chain = _Chain(value.name, dtype, shape, dtype, shape)
     tensor = value.name
@@ -239,9 +247,13 @@ def _walk_input(g: _Graph, value) -> tuple[InputTransform | None, list]:
             break
         if len(readers) > 1 or tensor in g.outputs:
             uses = len(readers) + (tensor in g.outputs)
-            raise Refused(f"input {value.name!r}: preprocessing tensor {tensor!r} is used {uses} times "
-                          f"(branches), so the chain cannot be removed")
-        if not _absorb(g, chain, readers[0], tensor):
+            kept.append(f"input {value.name!r}: the chain stops at {tensor!r}, which is used {uses} times")
+            break
+        try:
+            if not _absorb(g, chain, readers[0], tensor):
+                break
+        except Stop as why:
+            kept.append(str(why))
             break
         tensor = readers[0].output[0]
         chain.ops.append(readers[0])
@@ -262,7 +274,7 @@ def _absorb(g: _Graph, chain: _Chain, node, tensor: str) -> bool:
         chain.cast, chain.dtype = to, to
         return True
     if chain.shape is None:
-        raise Refused(f"input {chain.name!r}: {_label(node)}: the input's rank is unknown")
+        raise Stop(f"input {chain.name!r}: {_label(node)}: the input's rank is unknown")
     if op == "Transpose":
         _transpose(chain, _attrs(node).get("perm") or list(range(len(chain.shape)))[::-1])
         return True
@@ -281,37 +293,41 @@ def _transpose(chain: _Chain, perm: list[int]) -> None:
 def _arithmetic(g: _Graph, chain: _Chain, node, tensor: str) -> None:
     where = f"input {chain.name!r}: {_label(node)}"
     if np.dtype(chain.dtype).kind != "f":
-        raise Refused(f"{where}: arithmetic on a {chain.dtype} tensor (not an affine map on real numbers)")
+        raise Stop(f"{where}: arithmetic on a {chain.dtype} tensor (not an affine map on real numbers)")
     first = node.input[0] == tensor
     other = node.input[1] if first else node.input[0]
     if other == tensor or other not in g.consts:
-        raise Refused(f"{where}: operand {other!r} is not a constant")
+        raise Stop(f"{where}: operand {other!r} is not a constant")
     c = _per_channel(where, g.consts[other].astype(np.float64), chain.shape)
-    if chain.scale is None:
-        chain.scale, chain.bias = np.ones([1] * len(chain.shape)), np.zeros([1] * len(chain.shape))
-    s, b = chain.scale, chain.bias
     if node.op_type == "Div" and not first:
-        raise Refused(f"{where}: a constant divided by the input is not affine")
+        raise Stop(f"{where}: a constant divided by the input is not affine")
     if node.op_type == "Div" and not np.all(c):
-        raise Refused(f"{where}: division by zero")
-    chain.scale, chain.bias = {
+        raise Stop(f"{where}: division by zero")
+    if chain.scale is None:
+        s, b = np.ones([1] * len(chain.shape)), np.zeros([1] * len(chain.shape))
+    else:
+        s, b = chain.scale, chain.bias
+    scale, bias = {
         "Mul": lambda: (s * c, b * c), "Div": lambda: (s / c, b / c), "Add": lambda: (s, b + c),
         "Sub": lambda: (s, b - c) if first else (-s, c - b),
     }[node.op_type]()
+    if len([a for a, n in enumerate(np.broadcast(scale, bias).shape) if n != 1]) > 1:
+        raise Stop(f"{where}: with the operands before it, the map would vary along two axes")
+    chain.scale, chain.bias = scale, bias
 
 
 def _per_channel(where: str, c: np.ndarray, shape: tuple[Dim, ...]) -> np.ndarray:
-    """``c`` at the tensor's rank; refused unless it is a scalar or varies along one axis without
+    """``c`` at the tensor's rank; the chain stops unless it is a scalar or varies along one axis without
     broadcasting the tensor to a larger shape."""
     if c.ndim > len(shape):
-        raise Refused(f"{where}: operand of shape {list(c.shape)} broadcasts the input to a higher rank")
+        raise Stop(f"{where}: operand of shape {list(c.shape)} broadcasts the input to a higher rank")
     c = c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
     varying = [axis for axis, n in enumerate(c.shape) if n != 1]
     if len(varying) > 1:
-        raise Refused(f"{where}: operand of shape {list(c.shape)} is not per channel (it varies along "
+        raise Stop(f"{where}: operand of shape {list(c.shape)} is not per channel (it varies along "
                       f"{len(varying)} axes)")
     if varying and c.shape[varying[0]] != shape[varying[0]]:
-        raise Refused(f"{where}: operand of shape {list(c.shape)} does not match the input's dimension "
+        raise Stop(f"{where}: operand of shape {list(c.shape)} does not match the input's dimension "
                       f"{shape[varying[0]]} on axis {varying[0]} (it would broadcast the input)")
     return c
 
@@ -321,8 +337,6 @@ def _transform(chain: _Chain, name: str, output: str) -> InputTransform:
     if chain.scale is not None:
         s, b = np.broadcast_arrays(chain.scale, chain.bias)
         varying = [a for a, n in enumerate(s.shape) if n != 1]
-        if len(varying) > 1:
-            raise Refused(f"input {name!r}: the operands vary along {len(varying)} different axes")
         axis = varying[0] if varying else None
         scale, bias = tuple(float(v) for v in s.reshape(-1)), tuple(float(v) for v in b.reshape(-1))
     return InputTransform(
@@ -334,17 +348,29 @@ def _transform(chain: _Chain, name: str, output: str) -> InputTransform:
 
 # ---- output side -----------------------------------------------------------------------------------------
 
-def _walk_outputs(g: _Graph) -> list:
-    """Post-processing nodes whose every output is a graph output, unused, or read only by such nodes."""
-    done: set[int] = set()
+def _walk_outputs(g: _Graph, kept: list[str]) -> list[OutputOp]:
+    """Post-processing nodes whose every output is a graph output, unused, or read only by such nodes;
+    one that cannot be described exactly stays in the model (and so does everything before it)."""
+    done: dict[int, OutputOp] = {}
+    refused: set[int] = set()
     while True:
-        added = [n for n in g.nodes if id(n) not in done and n.op_type in OUTPUT_OPS and _is_sink(g, n, done)]
+        added = 0
+        for node in g.nodes:
+            if id(node) in done or id(node) in refused or node.op_type not in OUTPUT_OPS:
+                continue
+            if not _is_sink(g, node, done):
+                continue
+            try:
+                done[id(node)] = _output_op(g, node)
+                added += 1
+            except Stop as why:
+                kept.append(str(why))
+                refused.add(id(node))
         if not added:
-            return [n for n in g.nodes if id(n) in done]
-        done.update(id(n) for n in added)
+            return [done[id(n)] for n in g.nodes if id(n) in done]
 
 
-def _is_sink(g: _Graph, node, done: set[int]) -> bool:
+def _is_sink(g: _Graph, node, done: dict[int, OutputOp]) -> bool:
     outputs = [o for o in node.output if o]
     if not node.input or node.input[0] in g.consts:
         return False
@@ -356,7 +382,7 @@ def _is_sink(g: _Graph, node, done: set[int]) -> bool:
 def _output_op(g: _Graph, node) -> OutputOp:
     dtype, shape = g.types.get(node.input[0], ("", None))
     if not dtype:
-        raise Refused(f"output side: {_label(node)}: the type of {node.input[0]!r} cannot be inferred")
+        raise Stop(f"output side: {_label(node)}: the type of {node.input[0]!r} cannot be inferred")
     attrs = _OUTPUT_ATTRS[node.op_type](g, node, _attrs(node), shape)
     return OutputOp(node.op_type, node.input[0], tuple(node.output), dtype, shape, attrs)
 
@@ -365,7 +391,7 @@ def _softmax_attrs(g: _Graph, node, at: dict, shape) -> dict:
     axis = at.get("axis", -1 if g.opset >= 13 else 1)
     # before opset 13 the input was flattened to 2-D at axis: the same only on the last axis
     if g.opset < 13 and (shape is None or axis % len(shape) != len(shape) - 1):
-        raise Refused(f"output side: {_label(node)}: opset {g.opset} {node.op_type} over axis {axis} "
+        raise Stop(f"output side: {_label(node)}: opset {g.opset} {node.op_type} over axis {axis} "
                           f"of a rank-{'?' if shape is None else len(shape)} tensor (not the last axis)")
     return {"axis": axis}
 
@@ -381,9 +407,9 @@ def _topk_attrs(g: _Graph, node, at: dict, shape) -> dict:
     elif node.input[1] in g.consts:
         k = int(g.consts[node.input[1]].reshape(-1)[0])
     else:
-        raise Refused(f"output side: {_label(node)}: K {node.input[1]!r} is not a constant")
+        raise Stop(f"output side: {_label(node)}: K {node.input[1]!r} is not a constant")
     if not at.get("sorted", 1):
-        raise Refused(f"output side: {_label(node)}: sorted=0 leaves the order unspecified")
+        raise Stop(f"output side: {_label(node)}: sorted=0 leaves the order unspecified")
     return {"k": k, "axis": at.get("axis", -1), "largest": at.get("largest", 1)}
 
 
@@ -394,14 +420,14 @@ _OUTPUT_ATTRS = {
 }
 
 
-def _new_outputs(g: _Graph, post: list, chains: list) -> list[dict]:
+def _new_outputs(g: _Graph, post: list[OutputOp], chains: list) -> list[dict]:
     """The graph outputs after stripping: each stripped output replaced by the tensors its ops read."""
-    stripped = {o: n for n in post for o in n.output if o}
+    stripped = {o: op for op in post for o in op.outputs if o}
     pre = {g_input.name for g_input in g.inputs} | {o for ops in chains for n in ops for o in n.output}
 
     def sources(tensor: str) -> list[str]:
-        node = stripped.get(tensor)
-        return [s for i in node.input[:1] for s in sources(i)] if node is not None else [tensor]
+        op = stripped.get(tensor)
+        return sources(op.input) if op is not None else [tensor]
 
     names = list(dict.fromkeys(s for o in g.outputs for s in sources(o)))
     for name in names:
@@ -452,15 +478,14 @@ def strip_edges(model) -> tuple[object, EdgeReport]:
     """The model without its pre/post-processing and the description of what was removed; a model that
     cannot be stripped exactly comes back as the same object, with ``report.refused`` saying why."""
     try:
-        g = _graph(model)
-        walked = [_walk_input(g, value) for value in g.inputs]
-        post = _walk_outputs(g)
-        outputs = [_output_op(g, node) for node in post]
-        new_outputs = _new_outputs(g, post, [ops for _, ops in walked])
+        g, kept = _graph(model), []
+        walked = [_walk_input(g, value, kept) for value in g.inputs]
+        outputs = _walk_outputs(g, kept)
+        new_outputs = _new_outputs(g, outputs, [ops for _, ops in walked])
     except Refused as exc:
         return model, EdgeReport(refused=str(exc))
     transforms = tuple(t for t, _ in walked if t is not None)
-    report = EdgeReport(transforms, tuple(outputs), tuple(g.outputs), tuple(new_outputs))
+    report = EdgeReport(transforms, tuple(outputs), tuple(g.outputs), tuple(new_outputs), kept=tuple(kept))
     return (_edit(model, report) if report.stripped else model), report
 
 
