@@ -12,7 +12,7 @@ from orchestrator.errors import CompileError
 
 def build_engine(onnx_bytes: bytes, *, name: str, device_index: int, **settings) -> tuple[bytes, bytes]:
     start = time.time()
-    time.sleep(0.3)
+    time.sleep(1.0)  # long beside a worker's start-up, so that builds overlap
     print("noise a library prints on stdout")  # must not corrupt the reply
     with open(os.environ["FAKE_BUILD_LOG"], "a") as log:
         log.write(f"{name} {start} {time.time()} {os.getpid()}\n")
