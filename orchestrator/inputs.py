@@ -60,8 +60,13 @@ def check_inputs(pipeline: Pipeline, given: Mapping[str, Any],
     """The inputs as arrays (numpy in native byte order, or device arrays) and the dims they bind; ``out``
     buffers whose shape is known from the dims are checked too, before any work."""
     declared = pipeline.inputs
+    if not isinstance(given, Mapping):
+        raise InputError(f"inputs of pipeline '{pipeline.name}': expected a mapping of input names to arrays "
+                         f"(a dict), got {type(given).__name__} (expected: {', '.join(declared)})")
+    if out is not None and not isinstance(out, Mapping):
+        raise InputError(f"out: expected a mapping of output names to arrays (a dict), got {type(out).__name__}")
     missing = [n for n in declared if n not in given]
-    unexpected = [n for n in given if n not in declared]
+    unexpected = [_describe_key(n) for n in given if n not in declared]
     if missing or unexpected:
         parts = []
         if missing:
@@ -76,6 +81,9 @@ def check_inputs(pipeline: Pipeline, given: Mapping[str, Any],
         value = given[name]
         if info.origin == "host":
             arrays[name] = _host_scalar(name, value, info.dtype)
+            if arrays[name].dtype.kind == "f" and np.isnan(arrays[name]) and name in decision_inputs(pipeline):
+                raise InputError(f"input '{name}' is NaN; it decides a branch or loop of {pipeline.file.name} "
+                                 f"(every comparison with NaN is false)")
             continue
         array = _as_array(name, value)
         if dtypes.from_numpy(array.dtype) != info.dtype:
@@ -91,10 +99,17 @@ def check_inputs(pipeline: Pipeline, given: Mapping[str, Any],
 
 
 def _check_out(pipeline: Pipeline, out: Mapping[str, Any], env: dict[str, int]) -> None:
+    unknown = [_describe_key(n) for n in out if n not in pipeline.outputs]
+    if unknown:
+        raise InputError(f"out: {', '.join(unknown)} is not an output (outputs: {', '.join(pipeline.outputs)})")
     for name, buffer in out.items():
         info = pipeline.tensors.get(name)
-        if name not in pipeline.outputs or info is None:
-            continue  # the backend names it
+        if info is None:
+            continue
+        if not isinstance(buffer, np.ndarray) and not _device_like(buffer):
+            raise InputError(f"out['{name}']: expected a numpy or device array, got {type(buffer).__name__}")
+        if isinstance(buffer, np.ndarray) and not buffer.flags.writeable:
+            raise InputError(f"out['{name}']: the array is read-only")
         # sizes that are numbers or plain input dims, read without parsing (this runs on every run with out=);
         # other shapes are checked by the backend when it writes the output
         shape = tuple(d if isinstance(d, int) else env.get(d) for d in info.shape)
@@ -155,6 +170,10 @@ def check_output_buffer(name: str, buffer: Any, shape: tuple[int, ...], dtype: n
     return device
 
 
+def _device_like(value: Any) -> bool:
+    return hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__")
+
+
 def _device_array(name: str, value: Any) -> DeviceArray | None:
     if hasattr(value, "__cuda_array_interface__"):
         return DeviceArray.wrap(name, value)
@@ -199,6 +218,8 @@ def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
 
 
 def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:
+    if type(value) is int and dtype.startswith("float"):  # noqa: E721 (not bool); 2**70 is an object array
+        value = float(value) if abs(value) < 2**1023 else math.copysign(math.inf, value)
     try:
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (ValueError, TypeError):
@@ -214,6 +235,27 @@ def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:
     if not low <= scalar <= high and scalar == scalar and abs(scalar) != math.inf:  # NaN, +-inf pass
         raise InputError(f"input '{name}' = {scalar} is outside the range of {dtype} ({low} to {high})")
     return np.asarray(scalar, dtypes.to_numpy(dtype))
+
+
+def _describe_key(key: Any) -> str:
+    """An input or output name as given (a caller may pass any hashable), shortened for the message."""
+    text = key if isinstance(key, str) else repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def decision_inputs(pipeline: Pipeline) -> frozenset[str]:
+    """The names that conditions and switches read (only looked up when a host scalar is NaN: rare)."""
+    from .pipeline.ir import IfBlock, SwitchBlock, WhileBlock, walk
+
+    names: set[str] = set()
+    for node in walk(pipeline.body):
+        if isinstance(node, IfBlock | WhileBlock):
+            names.add(node.condition.subject)
+            if isinstance(node.condition.rhs, str):
+                names.add(node.condition.rhs)
+        elif isinstance(node, SwitchBlock):
+            names.add(node.subject)
+    return frozenset(names)
 
 
 def _describe(value: Any) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pipeline.source import resolve
+
 PACKAGE_INCLUDE = Path(__file__).resolve().parents[1] / "include"
 
 _PREFIXES = ("--include-path=", "-I")
@@ -25,14 +27,14 @@ def split_include_options(options: list[str] | tuple[str, ...],
     pending = None  # index of a bare "-I"/"--include-path" whose folder is the next option
     for i, option in enumerate(options):
         if pending is not None:
-            folders.append((base / option).resolve())
+            folders.append(resolve(base / option))
             where.append(pending)
             pending = None
         elif option in ("-I", "--include-path"):
             pending = i
         elif option.startswith(_PREFIXES):
             prefix = next(p for p in _PREFIXES if option.startswith(p))
-            folders.append((base / option[len(prefix):].strip()).resolve())
+            folders.append(resolve(base / option[len(prefix):].strip()))
             where.append(i)
         else:
             rest.append(option)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import dtypes
 from .schema import ConstantSpec
-from .source import FileReadError, display_name, read_bytes
+from .source import FileReadError, absent, display_name, read_bytes, resolve
 
 MAX_CONSTANT_BYTES = 1 << 30  # constants are small arrays; weights belong in the ONNX snippets
 
@@ -68,8 +68,8 @@ def _check_fits(given: np.ndarray, target: np.dtype) -> None:
 
 
 def _from_file(spec: ConstantSpec, base: Path) -> np.ndarray:
-    path = (base / str(spec.file)).resolve()
-    if not path.exists():
+    path = resolve(base / str(spec.file))
+    if absent(path):
         raise ConstantLoadError(f"file not found: {display_name(path)} (paths are relative to {display_name(base)}/)")
     suffix = path.suffix.lower()
     try:

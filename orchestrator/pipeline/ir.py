@@ -92,6 +92,7 @@ class KernelInfo:
     location: Location | None = None  # where the kernel's source is declared (for compile errors)
     args_location: Location | None = None  # where its 'args' list is (for signature mismatches)
     arg_locations: tuple[Location, ...] = ()  # each argument's place in the description
+    reference_location: Location | None = None  # where 'reference' is declared (for its run-time failures)
 
     def arg(self, name: str) -> KernelArgInfo:
         return next(a for a in self.args if a.name == name)

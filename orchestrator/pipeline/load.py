@@ -18,7 +18,7 @@ from ..errors import ConfigError, Problem
 from .ir import Pipeline
 from .schema import STEP_TAGS, IfStep, PipelineSpec, SnippetStep, SwitchStep, WhileStep
 from .schema import KernelStep as _KernelStep
-from .source import SourceMap, YamlPath, load_yaml
+from .source import SourceMap, YamlPath, absent, load_yaml, resolve
 from .validate import Validator
 
 _TAG_MODELS: dict[str, type[BaseModel]] = {
@@ -51,7 +51,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
-    return Validator(spec, smap, file.resolve(), kernel_dirs).run()
+    return Validator(spec, smap, resolve(file), kernel_dirs).run()
 
 
 def _include_kernels(data: dict, base: Path,
@@ -67,8 +67,8 @@ def _include_kernels(data: dict, base: Path,
     for name, value in kernels.items():
         if not isinstance(value, str):
             continue
-        kfile = (base / value).resolve()
-        if not kfile.exists():
+        kfile = resolve(base / value)
+        if absent(kfile):
             problems.append(smap.problem(("kernels", name), f"kernel file not found: {value} "
                                                             f"(paths are relative to the pipeline file)"))
             kernels[name] = {}  # keeps the name defined for the steps that use it

@@ -11,6 +11,9 @@ from .source import FileReadError, read_bytes
 
 _NON_IDENT = re.compile(r"\W")
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+# onnxruntime's C++ origin of a message: "/onnxruntime_src/.../model_load_utils.h:46 void onnxruntime::F(...) "
+_ORT_ORIGIN = re.compile(r"^\s*/?[\w./-]+\.(?:h|cc|cpp):\d+ [^(]*\([^)]*\)(?: const)? ")
+MAX_COMPLAINT = 500
 MAX_ONNX_BYTES = (2 << 30) - 1  # protobuf's limit; larger models keep their weights as external data
 _runtime_checked: dict[str, str | None] = {}  # content + folder digest -> onnxruntime's complaint, if any
 
@@ -68,11 +71,11 @@ def _port(value, role: str) -> Port:
                             f"(supported: {', '.join(dtypes.DTYPES)})")
     shape = []
     for axis, dim in enumerate(tensor.shape.dim):
-        if dim.HasField("dim_value"):
+        if dim.HasField("dim_value") and dim.dim_value >= 0:
             shape.append(int(dim.dim_value))
         elif dim.dim_param:
             shape.append(symbol_for(_text(dim.dim_param, f"a dimension name of {role} '{name}'")))
-        else:
+        else:  # no size, or a negative one (some exporters write -1): a dynamic dimension
             shape.append(f"{symbol_for(name)}_dim{axis}")
     return Port(name, dtype, tuple(shape))
 
@@ -106,7 +109,9 @@ def _runtime_complaint(path: Path) -> str | None:
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
-        return _ORT_PREFIX.sub("", _first_line(exc)).replace(f"Load model from {path} failed:", "")
+        text = _ORT_PREFIX.sub("", _first_line(exc)).replace(f"Load model from {path} failed:", "")
+        text = _ORT_ORIGIN.sub("", text).strip()
+        return text if len(text) <= MAX_COMPLAINT else text[:MAX_COMPLAINT - 3] + "..."
     return None
 
 

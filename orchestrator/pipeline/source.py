@@ -126,10 +126,35 @@ class YamlDocument:
         return None
 
 
+def resolve(path: Path) -> Path:
+    """The absolute path with symlinks followed as far as they go. Unlike ``Path.resolve`` on Python 3.11,
+    a symlink loop does not raise RuntimeError: reading the file then reports it."""
+    return Path(os.path.realpath(path))
+
+
+def absent(path: Path) -> bool:
+    """Nothing is at ``path`` (a dangling symlink included). A name too long or a symlink loop is not
+    absent (``Path.exists`` raises or says False for those): reading the file tells the user why."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except (OSError, ValueError):  # ENAMETOOLONG, ELOOP, EACCES...; ValueError: a NUL in the name
+        return False
+    return False
+
+
+def is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def display_name(path: Path) -> str:
     """A path as the user would like to read it: relative to the working directory when possible."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(resolve(path).relative_to(resolve(Path.cwd())))
     except ValueError:
         return str(path)
 

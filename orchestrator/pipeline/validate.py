@@ -47,7 +47,7 @@ from .schema import (
     SwitchStep,
     WhileStep,
 )
-from .source import FileReadError, SourceMap, YamlPath, display_name, read_text
+from .source import FileReadError, SourceMap, YamlPath, absent, display_name, is_folder, read_text, resolve
 
 Scope = dict[str, TensorInfo]
 _CODE_NOISE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"', re.S)  # comments and string literals
@@ -149,8 +149,8 @@ class Validator:
 
     def snippet(self, name: str, spec: SnippetSpec) -> SnippetInfo | None:
         path = ("snippets", name)
-        onnx_path = (self.base / spec.onnx).resolve()
-        if not onnx_path.exists():
+        onnx_path = resolve(self.base / spec.onnx)
+        if absent(onnx_path):
             self.error(path + ("onnx",), f"ONNX file not found: {display_name(onnx_path)} "
                                          f"(paths are relative to {display_name(self.base)}/)")
             return None
@@ -236,8 +236,8 @@ class Validator:
         before = len(self.problems)
         source_path, source = None, spec.code
         if spec.source is not None:
-            source_path = (base / spec.source).resolve()
-            if not source_path.exists():
+            source_path = resolve(base / spec.source)
+            if absent(source_path):
                 self.error(path + ("source",), f"kernel source not found: {display_name(source_path)} "
                                                f"(paths are relative to {display_name(base)}/)")
                 source = None
@@ -250,8 +250,8 @@ class Validator:
         if source is not None:
             self.kernel_entry(spec, source, path + (("source",) if spec.source is not None else ("code",)))
         ref_file, _, ref_func = spec.reference.rpartition(":")
-        ref_path = (base / ref_file).resolve()
-        if not ref_path.exists():
+        ref_path = resolve(base / ref_file)
+        if absent(ref_path):
             self.error(path + ("reference",), f"reference file not found: {display_name(ref_path)}")
         else:
             try:
@@ -269,13 +269,14 @@ class Validator:
         return KernelInfo(name, source or "", source_path, include_dirs, spec.entry, tuple(spec.template_args),
                           dict(spec.defines), tuple(options), args, spec.launch, ref_path, ref_func, where,
                           self.smap.locate(path + ("args",), key=True),
-                          tuple(self.smap.locate(path + ("args", i)) for i in range(len(spec.args))))
+                          tuple(self.smap.locate(path + ("args", i)) for i in range(len(spec.args))),
+                          self.smap.locate(path + ("reference",)))
 
     def kernel_includes(self, spec: KernelSpec, base: Path, path: YamlPath) -> tuple[list[Path], list[str]]:
         """-I folders from the options, resolved from the kernel description's folder (must exist)."""
         folders, options, where = includes.split_include_options(spec.options, base)
         for folder, index in zip(folders, where, strict=True):
-            if not folder.is_dir():
+            if not is_folder(folder):
                 self.error(path + ("options", index), f"include folder not found: {display_name(folder)} "
                                                       f"(relative -I paths are resolved from {display_name(base)}/)")
         return folders, options

@@ -20,21 +20,22 @@ class ReferenceKernel:
         self.info = info
         self.function = load_reference(info.reference_path, info.reference_function)
         self.out_args = [a for a in info.args if a.kind == "out"]
+        where = f"{info.reference_location}: " if info.reference_location else ""
+        self.what = f"{where}reference {info.reference_path.name}:{info.reference_function} of kernel '{info.name}'"
 
     def run(self, tensors: Mapping[str, np.ndarray], scalars: Mapping[str, float | int]) -> dict[str, np.ndarray]:
         env = bind_symbols(self.info, {n: a.shape for n, a in tensors.items()})
         expected = out_shapes(self.info, env)
         try:
             result = self.function(**tensors, **scalars)
-        except Exception as exc:
-            raise ExecutionError(f"reference of kernel '{self.info.name}' "
-                                 f"({self.info.reference_path.name}:{self.info.reference_function}) raised "
-                                 f"{type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # SystemExit: a reference calling sys.exit must not end the run
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExecutionError(f"{self.what} raised {type(exc).__name__}{': ' + first if first else ''}") from None
         results = self._as_dict(result)
         for arg in self.out_args:
             value = results[arg.name]
             if dtypes.from_numpy(value.dtype) != arg.dtype or value.shape != expected[arg.name]:
-                raise ExecutionError(f"reference of kernel '{self.info.name}' returned {value.dtype} "
+                raise ExecutionError(f"{self.what} returned {value.dtype} "
                                      f"{list(value.shape)} for '{arg.name}'; the kernel declares {arg.dtype} "
                                      f"{list(expected[arg.name])}")
         return results
@@ -48,6 +49,6 @@ class ReferenceKernel:
         else:
             values = [result]
         if len(values) != len(names) or any(not isinstance(v, np.ndarray) for v in values):
-            raise ExecutionError(f"reference of kernel '{self.info.name}' must return "
+            raise ExecutionError(f"{self.what} must return "
                                  f"{len(names)} numpy array(s) ({', '.join(names)})")
         return dict(zip(names, values, strict=True))
