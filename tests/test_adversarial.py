@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 
 from orchestrator import Orchestrator
 from orchestrator.cli import main
-from orchestrator.errors import ConfigError, InputError
+from orchestrator.errors import ConfigError, ExecutionError, InputError
 from orchestrator.pipeline.load import load_pipeline
 
 MUTANTS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -423,6 +423,7 @@ REFERENCES = {
     "none": ("return None", "must return 1 numpy array(s) (dst)"),
     "list": ("return src.tolist()", "must return 1 numpy array(s) (dst)"),
     "dict_without_output": ("return {'nope': src}", "must return 1 numpy array(s) (dst)"),
+    "writes_its_input": ("src *= factor\n    return src", "raised ValueError: output array is read-only"),
 }
 
 
@@ -437,6 +438,20 @@ def test_failing_reference_is_one_line_naming_its_yaml_line(workdir: Path, case:
     assert re.match(r"^error: \S*scale\.yaml:9:\d+: kernels\.scale\.reference: reference ref\.py:scale of kernel "
                     r"'scale' ", lines[0]), lines[0]
     assert expect in lines[0], lines[0]
+
+
+def test_a_reference_cannot_change_the_callers_array(workdir: Path):
+    """Inputs reach a kernel's reference as read-only views: one that wrote in place changed the array the
+    caller passed to run()."""
+    (workdir / "ref.py").write_text(REF_PY.replace(BODY, "src *= factor\n    return src", 1))
+    (workdir / "direct.yaml").write_text("inputs:\n  x: {dtype: float32, shape: [2, 4]}\noutputs: [z]\n"
+                                         "kernels:\n  scale: scale.yaml\n"
+                                         "steps:\n  - kernel: scale\n    args: {src: x, dst: z, factor: 2.0}\n")
+    x = X.copy()
+    with pytest.raises(ExecutionError, match="reference ref.py:scale of kernel 'scale' raised ValueError: "
+                                             "output array is read-only"):
+        Orchestrator(workdir / "direct.yaml", device="cpu").run({"x": x})
+    np.testing.assert_array_equal(x, X)
 
 
 def test_edited_reference_is_imported_again(workdir: Path):

@@ -429,7 +429,8 @@ class Validator:
                 expected = dtype if layout == "linear" else f"{dtype} {layout}"
                 self.error(where, f"tensor '{tensor}' is {t.kind} but input '{port}' of {onnx_name} "
                                   f"expects {expected}{hint}")
-            mismatch = shapes.unify(spec.shape, t.shape, env) or self.fixed_dims(spec.shape, t.shape)
+            mismatch = (shapes.unify(spec.shape, t.shape, env) or self.fixed_dims(spec.shape, t.shape)
+                        or self.tied_dims(spec.shape, t.shape, env))
             if mismatch:
                 self.error(where, f"tensor '{tensor}' has shape {shapes.format_shape(t.shape)}; input "
                                   f"'{port}' of {onnx_name}: {mismatch}")
@@ -456,6 +457,23 @@ class Validator:
                 dims = ", ".join(f"dims.{n}: {bounds[n][0]}..{bounds[n][1]}" for n in free)
                 return (f"dimension {axis} is fixed at {want}, but '{got}' ranges over {_span(span)} ({dims}); "
                         f"export the model with a dynamic dimension there, or narrow the dims")
+        return None
+
+    def tied_dims(self, pattern, actual, env: dict) -> str | None:
+        """A model dimension that repeats a symbol bound on an earlier axis (``[N, N]``) facing a fixed size
+        that the symbol's value there (a pipeline dimension) does not always have."""
+        bounds = {name: (b.min, b.max) for name, b in self.spec.dims.items()}
+        for axis, (want, got) in enumerate(zip(pattern, actual, strict=False)):
+            expected = shapes.evaluate(want, env)
+            if (isinstance(want, int) or not isinstance(got, int) or isinstance(expected, int)
+                    or shapes.symbols(want) - set(env)):
+                continue
+            span = shapes.value_range(expected, bounds)
+            if span is not None and span != (got, got):
+                tie = next((f"dimension {j} ('{want}')" for j, d in enumerate(pattern[:axis]) if d == want),
+                           f"'{want}'")
+                return (f"dimension {axis} is {got}, but the model ties it to {tie}, here '{expected}', which "
+                        f"ranges over {_span(span)}")
         return None
 
     @staticmethod

@@ -26,8 +26,8 @@ class ReferenceKernel:
     def run(self, tensors: Mapping[str, np.ndarray], scalars: Mapping[str, float | int]) -> dict[str, np.ndarray]:
         env = bind_symbols(self.info, {n: a.shape for n, a in tensors.items()})
         expected = out_shapes(self.info, env)
-        try:
-            result = self.function(**tensors, **scalars)
+        try:  # read-only views: a reference that writes into its inputs would change the caller's arrays
+            result = self.function(**{n: _read_only(a) for n, a in tensors.items()}, **scalars)
         except (Exception, SystemExit) as exc:  # SystemExit: a reference calling sys.exit must not end the run
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ExecutionError(f"{self.what} raised {type(exc).__name__}{': ' + first if first else ''}") from None
@@ -52,3 +52,9 @@ class ReferenceKernel:
             raise ExecutionError(f"{self.what} must return "
                                  f"{len(names)} numpy array(s) ({', '.join(names)})")
         return dict(zip(names, values, strict=True))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
