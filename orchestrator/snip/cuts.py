@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.source import display_name
-from .graph import Graph, SnipError, node_reads
+from .graph import Graph, SnipError, first_output, node_reads
 
 # Bytes moved vs MACs: an H100 does ~500 FP16 TMAC/s against ~3 TB/s, ~150 MACs in the time of one byte;
 # TensorRT reaches a fraction of peak MACs on small layers, so a third of that.
@@ -157,7 +157,7 @@ def cuts_at(graph: Graph, model: CostModel, text: str, model_path: Path) -> list
     for cut in cuts:
         if not np.isfinite(cut.cost):
             blocked = next(n for n in cut.notes if "cannot cross a cut" in n)
-            raise SnipError(f"{where}: cutting after node {cut.position} ({graph.order[cut.position].output[0]}): "
+            raise SnipError(f"{where}: cutting after node {cut.position} ({first_output(graph.order[cut.position])}): "
                             f"{blocked}; cut before it is computed or after its last use")
     return cuts
 
@@ -180,7 +180,9 @@ def _position(graph: Graph, name: str, where: str) -> int:
 
 
 def balanced_cuts(graph: Graph, model: CostModel, pieces: int, model_path: Path) -> list[Cut]:
-    """The K - 1 cuts of least total cost whose pieces' estimated compute stays near the mean."""
+    """The K - 1 cuts of least total cost whose pieces' estimated compute stays near the mean. A node that
+    alone costs more than twice the mean (an LSTM, a full-resolution stem conv) cannot be balanced: it is
+    set aside, one per piece, and the pieces are balanced around the mean of the rest."""
     n = len(graph.order)
     if pieces < 1:
         raise SnipError("--pieces must be at least 1")
@@ -190,8 +192,12 @@ def balanced_cuts(graph: Graph, model: CostModel, pieces: int, model_path: Path)
         return []
     compute = np.concatenate([[0.0], np.cumsum(graph.costs())])
     costs = model.piece_costs()
+    _refuse_blocked(graph, model, costs, pieces, display_name(model_path))
+    alone = oversized(np.diff(compute), pieces)
     for low, high in _BALANCE:
-        ends = _partition(compute, costs, pieces, low, high)
+        ends = _partition(compute, costs, pieces, low, high, alone)
+        if ends is None and alone.any():  # set aside, they leave stretches no balanced piece can take
+            ends = _partition(compute, costs, pieces, low, high)
         if ends is not None:
             live = graph.live_sets()
             cuts: list[Cut] = []
@@ -202,15 +208,47 @@ def balanced_cuts(graph: Graph, model: CostModel, pieces: int, model_path: Path)
                     f"that cannot cross a cut")
 
 
-def _partition(compute: np.ndarray, cut_costs: np.ndarray, pieces: int, low: float, high: float):
+def _refuse_blocked(graph: Graph, model: CostModel, costs: np.ndarray, pieces: int, where: str) -> None:
+    """K pieces need K - 1 places to cut that carry only tensors able to cross a cut."""
+    n = len(graph.order)
+    blocked = [e for e in range(1, n) if not np.isfinite(costs[0, e])]
+    if pieces - 1 <= n - 1 - len(blocked):
+        return
+    live = graph.live_sets()[blocked[0] - 1]
+    tensor = next(t for t in live if not np.isfinite(model.tensor(t)[1]))
+    raise SnipError(f"{where}: at most {n - len(blocked)} pieces: {len(blocked)} of the {n - 1} places to cut "
+                    f"would carry a shape tensor or an untyped tensor (first: '{tensor}')")
+
+
+def oversized(node_costs: np.ndarray, pieces: int) -> np.ndarray:
+    """Nodes that alone cost more than twice the mean of the other pieces, one piece set aside for each.
+    Setting them aside lowers the mean, so more may follow; they stay fewer than half the pieces left."""
+    big = np.zeros(len(node_costs), bool)
+    while True:
+        found = node_costs > 2.0 * node_costs[~big].sum() / (pieces - big.sum())
+        if (found == big).all():
+            return big
+        big = found
+
+
+def _partition(compute: np.ndarray, cut_costs: np.ndarray, pieces: int, low: float, high: float,
+               alone: np.ndarray | None = None):
     """Dynamic programme over piece boundaries e (piece = nodes [e', e), closed by a cut costing
     cut_costs[e', e]): least total cut cost with every piece's compute within [low, high] x mean; ties go
-    to the better balanced. None if infeasible."""
+    to the better balanced. A node marked ``alone`` is outside the bounds and the mean: its piece holds no
+    other such node and at most ``high`` x mean beside it. None if infeasible."""
     n = len(compute) - 1
-    mean = compute[-1] / pieces
+    alone = np.zeros(n, bool) if alone is None else alone
+    mean = (compute[-1] - np.diff(compute)[alone].sum()) / (pieces - alone.sum())
     span = compute[None, :] - compute[:, None]  # span[e', e]
     tol = 1e-9 * max(mean, 1.0)
     ok = (span >= low * mean - tol) & (span <= high * mean + tol) & np.triu(np.ones((n + 1, n + 1), bool), 1)
+    if alone.any():  # a piece holds at most one oversized node, and no more than a mean piece beside it
+        held = np.concatenate([[0], np.cumsum(alone)])
+        big = np.concatenate([[0.0], np.cumsum(np.where(alone, np.diff(compute), 0.0))])
+        extra = span - (big[None, :] - big[:, None])
+        holds = held[None, :] - held[:, None]
+        ok = np.where(holds == 1, extra <= high * mean + tol, ok & (holds == 0))
     weight = np.where(ok, 1e-3 * np.abs(span - mean) + cut_costs, np.inf)
     best = np.full(n + 1, np.inf)
     best[0] = 0.0

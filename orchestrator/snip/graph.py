@@ -62,6 +62,11 @@ def _outer_names(graph) -> list[str]:
     return outer + [o.name for o in graph.output if o.name not in local]
 
 
+def first_output(node) -> str:
+    """The node's first output that is not left out ('' when all are)."""
+    return next((o for o in node.output if o), "")
+
+
 @dataclass(frozen=True)
 class TensorType:
     dtype: str | None  # None: a type the pipeline cannot carry (sequence, optional, string...)
@@ -81,12 +86,14 @@ class Graph:
         self.types = self._types()
         nodes = [self._folded(n) for n in _needed(list(graph.node), self.outputs)]
         self.constant = set(self.initializers)
+        folded = set()  # by id: a node's first output may be '' (an LSTM's or GRU's Y left out)
         for node in nodes:
             if _input_shape(node, self.inputs) or (node.op_type not in _NONDETERMINISTIC and all(
                     n in self.constant for n in node_reads(node))):
                 self.constant.update(o for o in node.output if o)
-        self.const_nodes = [n for n in nodes if n.output and n.output[0] in self.constant]
-        self.order = [n for n in nodes if not (n.output and n.output[0] in self.constant)]
+                folded.add(id(node))
+        self.const_nodes = [n for n in nodes if id(n) in folded]
+        self.order = [n for n in nodes if id(n) not in folded]
         self.producer = {o: n for n in nodes for o in n.output if o}
         self.position = {o: i for i, n in enumerate(self.order) for o in n.output if o}
         self.last_use = self._last_use()
@@ -172,7 +179,7 @@ class Graph:
         return tuple(d if isinstance(d, int) else self.sizes.get(d, 1) for d in t.shape)
 
     def _macs(self, node) -> float:
-        out = self._count(node.output[0]) if node.output else 1.0
+        out = self._count(first_output(node)) if first_output(node) else 1.0
         op, ins = node.op_type, list(node.input)
         if op == "Conv" and len(ins) > 1:
             return out * float(np.prod(self._dims(ins[1])[1:]))
@@ -180,6 +187,10 @@ class Graph:
             return self._count(ins[0]) * float(np.prod(self._dims(ins[1])[1:]))
         if op == "MatMul" and self._dims(ins[0]):
             return out * float(self._dims(ins[0])[-1])
+        if op in ("LSTM", "GRU", "RNN") and len(ins) > 2:  # every step: input and hidden weights, each gate
+            x = self._dims(ins[0])
+            steps = float(np.prod(x[:-1])) if x else 1.0  # sequence x batch
+            return steps * (self._count(ins[1]) + self._count(ins[2]))
         if op == "Gemm":
             a = self._dims(ins[0])
             trans = any(x.name == "transA" and x.i for x in node.attribute)
