@@ -127,16 +127,16 @@ class EngineCache:
         """One at a time on this thread, or ``jobs`` worker processes at once (build_worker.py says why
         not threads); results are stored on this thread as they arrive."""
         if jobs <= 1:
-            return {name: self._store(request, path, *trt.build_engine(**self._settings(request, onnx_bytes)))
+            return {name: self._store(path, *trt.build_engine(**self._settings(request, onnx_bytes)))
                     for name, (request, path, onnx_bytes) in work.items()}
         built: dict[str, bytes] = {}
         with ThreadPoolExecutor(jobs, thread_name_prefix="trt-build") as pool:
-            futures = {pool.submit(self._build_in_worker, request, onnx_bytes): (name, request, path)
+            futures = {pool.submit(self._build_in_worker, request, onnx_bytes): (name, path)
                        for name, (request, path, onnx_bytes) in work.items()}
             try:
                 for future in as_completed(futures):
-                    name, request, path = futures[future]
-                    built[name] = self._store(request, path, *future.result())
+                    name, path = futures[future]
+                    built[name] = self._store(path, *future.result())
             except BaseException:
                 pool.shutdown(cancel_futures=True)  # builds already running finish; the first failure is raised
                 raise
@@ -158,7 +158,7 @@ class EngineCache:
         return build_worker.run_in_worker(self.build_function, model, {**settings, "device_index": self.device.ordinal},
                                           name=request.info.name)
 
-    def _store(self, request: EngineRequest, path: Path, serialized: bytes, timing: bytes) -> bytes:
+    def _store(self, path: Path, serialized: bytes, timing: bytes) -> bytes:
         self.builds += 1
         cache.write_atomic(path, serialized)
         self.save_timing_cache(timing)
