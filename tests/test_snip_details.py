@@ -390,9 +390,9 @@ def test_needed_nodes_through_a_diamond_and_an_output_that_is_an_input():
 def test_shapes_of_static_tensors_are_folded_into_constants():
     nodes = [helper.make_node("Neg", ["z"], ["nz"]), helper.make_node("Shape", ["nz"], ["s_all"], name="whole"),
              helper.make_node("Shape", ["nz"], ["s_tail"], start=1), helper.make_node("Shape", ["nz"], ["s_head"], end=2),
-             helper.make_node("Shape", ["e"], ["s_empty"]), helper.make_node("Shape", ["x"], ["s_dyn"]),
-             helper.make_node("Size", ["nz"], ["n"])]
-    outs = ["nz", "s_all", "s_tail", "s_head", "s_empty", "s_dyn", "n"]
+             helper.make_node("Shape", ["nz"], ["s_none"], start=3), helper.make_node("Shape", ["e"], ["s_empty"]),
+             helper.make_node("Shape", ["x"], ["s_dyn"]), helper.make_node("Size", ["nz"], ["n"])]
+    outs = ["nz", "s_all", "s_tail", "s_head", "s_none", "s_empty", "s_dyn", "n"]
     model = make_model(nodes, [value("z", [2, 3, 4]), value("e", [0, 3]), value("x", ["N", 4])],
                        [value(o, None, TensorProto.INT64 if o != "nz" else TensorProto.FLOAT) for o in outs])
     g = Graph(model)
@@ -400,7 +400,7 @@ def test_shapes_of_static_tensors_are_folded_into_constants():
               if n.op_type == "Constant"}
     assert {k: (op, name, v.dtype, v.tolist()) for k, (op, name, v) in folded.items()} == {
         "s_all": ("Constant", "whole", np.int64, [2, 3, 4]), "s_tail": ("Constant", "s_tail", np.int64, [3, 4]),
-        "s_head": ("Constant", "s_head", np.int64, [2, 3])}
+        "s_head": ("Constant", "s_head", np.int64, [2, 3]), "s_none": ("Constant", "s_none", np.int64, [])}
     # A zero-sized or symbolic dim is not folded (the input's Shape is a constant all the same), nor is Size.
     assert [n.op_type for n in g.const_nodes if n.output[0] in ("s_empty", "s_dyn")] == ["Shape", "Shape"]
     assert [(n.op_type, n.output[0]) for n in g.order] == [("Neg", "nz"), ("Size", "n")]
@@ -449,6 +449,8 @@ def test_compute_estimates_of_unusual_operands():
     weights = [weight("b", (5, 3)), weight("bt", (3, 5))]
     g = Graph(make_model(nodes, inputs, outputs, weights), sizes={"N": 4})
     assert g.costs().tolist() == [15, 30, 30, 12]
-    untyped = helper.make_graph([helper.make_node("Gemm", ["p", "q"], ["o"]), helper.make_node("MatMul", ["p", "q"], ["o2"])],
-                                "g", [], [value("o", [2, 3]), value("o2", [2, 3])])
-    assert Graph(helper.make_model(untyped)).costs().tolist() == [6, 6]
+    nodes = [helper.make_node("Gemm", ["p", "q"], ["o"]), helper.make_node("MatMul", ["p", "b"], ["o2"]),
+             helper.make_node("MatMul", ["t", "b"], ["o3"])]
+    untyped = helper.make_graph(nodes, "g", [value("t", [2, 3, 5])],
+                                [value("o", [2, 3]), value("o2", [2, 3]), value("o3", [2, 3, 3])], weights)
+    assert Graph(helper.make_model(untyped)).costs().tolist() == [6, 6, 18 * 5]
