@@ -36,6 +36,7 @@ TESTS = {
     "orchestrator/pipeline/shapes.py": ["tests/test_shapes_and_imports.py", *CORE],
     "orchestrator/pipeline/conditions.py": ["tests/test_shapes_and_imports.py", *CORE],
     "orchestrator/pipeline/validate.py": [*CORE, "tests/test_validate_kernels.py", "tests/test_validate_steps.py",
+                                          "tests/test_validate_details.py",
                                           "tests/test_examples.py", "tests/test_snip.py"],
     "orchestrator/planning/liveness.py": ["tests/test_planning.py", *CORE],
     "orchestrator/planning/memory.py": ["tests/test_planning.py", *CORE],
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="+", help="e.g. orchestrator/planning/memory.py")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/orchestrator-mutation"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/orchestrator-mutation"),
+                        help="scratch root (default /tmp/orchestrator-mutation); give each worktree its own")
     parser.add_argument("--show-survivors", action="store_true", help="print every survivor's diff")
     parser.add_argument("--report-only", action="store_true", help="report an earlier run in --work again")
     args = parser.parse_args(argv)

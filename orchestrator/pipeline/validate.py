@@ -608,6 +608,8 @@ class Validator:
             first_label, first = news[0][0], news[0][1][name]
             for label, defs in news[1:]:
                 other = defs[name]
+                if UNKNOWN in (first.dtype, other.dtype):
+                    continue  # defined by a step that failed: its error is reported already
                 if other.kind != first.kind:
                     self.error(path, f"tensor '{name}' is {first.kind} in {first_label} but {other.kind} in "
                                      f"{label} (branches must define their outputs alike)")

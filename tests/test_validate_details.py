@@ -1,0 +1,217 @@
+"""Validation details that the other validation tests leave open (found by mutation testing, tests/MUTATION.md):
+kernel sources that cannot be read or lack their entry point, kernel files in other folders, follow-on
+behaviour after a step whose kernel or snippet failed, explicit block names, block outputs, branches and
+carries whose ranks differ, snippet profiles, and the ranges quoted for fixed dimensions."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import KERNEL_CU, KERNEL_YAML, write
+
+from orchestrator.errors import ConfigError
+from orchestrator.kernels.includes import PACKAGE_INCLUDE
+from orchestrator.pipeline.ir import ScalarArg
+from orchestrator.pipeline.load import load_pipeline
+
+PIPELINE = """\
+inputs:
+  x: {dtype: float32, shape: [N, 4]}
+outputs: [z]
+kernels:
+  scale: k.yaml
+steps:
+  - kernel: scale
+    args: {src: x, dst: z, factor: 2.0}
+"""
+
+
+def problems(path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path)
+    return [str(p) for p in info.value.problems]
+
+
+def kernel_file(workdir, source: bytes | str | None = None, **edits: str):
+    """k.yaml (the conftest kernel) reading c.cu, with ``source`` as c.cu's contents and text replacements."""
+    text = KERNEL_YAML.replace("source: scale.cu", "source: c.cu")
+    for old, new in edits.values():
+        text = text.replace(old, new)
+    (workdir / "k.yaml").write_text(text)
+    if source is not None:
+        (workdir / "c.cu").write_bytes(source if isinstance(source, bytes) else source.encode())
+    return workdir / "k.yaml"
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    (b"\x00\x01", ":1:9: kernels.scale.source: {dir}/c.cu is a binary file (NUL byte at line 1, column 1)"),
+    ("// nothing here\n/* nor here */\n", ":1:9: kernels.scale.source: the kernel source is empty (or only comments)"),
+    ("// scale\n" + KERNEL_CU.replace("void scale(", "void scale2("),
+     ":2:8: kernels.scale.entry: entry point 'scale' does not appear in the kernel source (only in a comment or "
+     "string)"),
+    (KERNEL_CU.replace("void scale(", "void scale2("),
+     ":2:8: kernels.scale.entry: entry point 'scale' does not appear in the kernel source"),
+], ids=["binary", "only comments", "entry in a comment", "no entry"])
+def test_kernel_source_problems_are_reported_once_at_their_key(workdir, source, expected):
+    path = kernel_file(workdir, source)
+    assert problems(write(workdir, PIPELINE)) == [f"{path}{expected.format(dir=workdir)}"]
+
+
+def test_an_entry_point_followed_by_a_comment_is_found(workdir):
+    kernel_file(workdir, KERNEL_CU.replace("void scale(", "void scale/* entry */("))
+    assert load_pipeline(write(workdir, PIPELINE)).kernels["scale"].entry == "scale"
+
+
+def inline(code: str) -> str:
+    body = "".join(f"    {line}\n" for line in KERNEL_YAML.splitlines())
+    return PIPELINE.replace("  scale: k.yaml\n", "  scale:\n" + body.replace("    source: scale.cu\n",
+                                                                             f"    code: {code}\n"))
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    ("'// nothing'", ":6:11: kernels.scale.code: the kernel source is empty (or only comments)"),
+    ("'__global__ void other() {}'", ":7:12: kernels.scale.entry: entry point 'scale' does not appear in the "
+                                     "kernel source"),
+])
+def test_inline_kernel_code_problems_point_at_code_or_entry(workdir, code, expected):
+    path = write(workdir, inline(code))
+    assert problems(path) == [f"{path}{expected}"]
+
+
+def test_a_reference_path_may_contain_a_colon(workdir):
+    shutil.copy(workdir / "ref.py", workdir / "my:ref.py")
+    kernel_file(workdir, KERNEL_CU, ref=("reference: ref.py:scale", "reference: my:ref.py:scale"))
+    kernel = load_pipeline(write(workdir, PIPELINE)).kernels["scale"]
+    assert (kernel.reference_path, kernel.reference_function) == (workdir / "my:ref.py", "scale")
+
+
+def test_a_source_in_another_folder_is_on_the_include_path(workdir):
+    (workdir / "sub").mkdir()
+    (workdir / "sub" / "c.cu").write_text(KERNEL_CU)
+    (workdir / "inc").mkdir()
+    kernel_file(workdir, None, src=("source: c.cu", "source: sub/c.cu"), opt=("entry: scale\n", "entry: scale\noptions: [-Iinc]\n"))
+    kernel = load_pipeline(write(workdir, PIPELINE)).kernels["scale"]
+    assert kernel.include_dirs == (workdir / "sub", workdir / "inc", PACKAGE_INCLUDE)
+
+
+def test_a_missing_include_folder_is_reported_at_its_option(workdir):
+    path = kernel_file(workdir, KERNEL_CU, opt=("entry: scale\n", "entry: scale\noptions: [-O3, -Inope]\n"))
+    assert problems(write(workdir, PIPELINE)) == [
+        f"{path}:3:16: kernels.scale.options[1]: include folder not found: {workdir}/nope (relative -I paths are "
+        f"resolved from {workdir}/)"]
+
+
+STEPS = """\
+inputs:
+  x: {dtype: float32, shape: [N, 4]}
+  c: {dtype: int32, host: true}
+  h: {dtype: float16, host: true}
+outputs: [z]
+snippets:
+  relu: {onnx: relu.onnx}
+kernels:
+  scale: scale.yaml
+  flat: flat.yaml
+  half: half.yaml
+steps:
+"""
+
+
+@pytest.fixture
+def steps(workdir):
+    """workdir with flat.yaml (scale with a 1-D output [N * C]) and half.yaml (scale with a float16 factor)."""
+    (workdir / "flat.yaml").write_text(KERNEL_YAML.replace("kind: out, dtype: float32, shape: [N, C]",
+                                                           "kind: out, dtype: float32, shape: [N * C]"))
+    (workdir / "half.yaml").write_text(KERNEL_YAML.replace("{name: factor, kind: scalar, dtype: float32}",
+                                                           "{name: factor, kind: scalar, dtype: float16}"))
+    return workdir
+
+
+def test_a_broken_kernel_is_not_checked_again_at_its_steps(steps):
+    (steps / "flat.yaml").write_text(KERNEL_YAML.replace("reference: ref.py:scale", "reference: nope.py:scale"))
+    path = write(steps, STEPS + "  - kernel: flat\n    args: {src: x, dst: z, factor: 2.0, bogus: 1}\n")
+    assert problems(path) == [f"{steps / 'flat.yaml'}:9:12: kernels.flat.reference: reference file not found: "
+                              f"{steps}/nope.py"]
+
+
+def test_an_unknown_snippet_step_reads_at_its_step_and_defines_its_outputs(steps):
+    path = write(steps, STEPS + "  - snippet: nope\n    inputs: {x: q}\n    outputs: {y: y}\n"
+                                "  - kernel: scale\n    args: {src: x, dst: y, factor: 2.0}\n"
+                                "  - kernel: scale\n    args: {src: y, dst: z, factor: 2.0}\n")
+    assert problems(path) == [
+        f"{path}:13:14: steps[0].snippet: unknown snippet 'nope' (defined snippets: relu)",
+        f"{path}:13:5: steps[0]: tensor 'q' is not defined before this step (defined tensors: x, c, h)",
+        f"{path}:17:25: steps[1].args.dst: tensor 'y' is already defined at {path}:13 (each tensor is defined once; "
+        f"choose another name)"]
+
+
+def test_a_branch_output_from_an_unknown_kernel_is_not_compared_with_the_other_branch(steps):
+    """The unknown kernel is the one error: the 'then' branch's y has no dtype to compare (was reported as
+    "tensor 'y' is ? in 'then' but float32 in 'else'")."""
+    path = write(steps, STEPS + "  - if: c > 0\n    then:\n      - kernel: nope\n        args: {src: x, dst: z}\n"
+                                "    else:\n      - kernel: scale\n        args: {src: x, dst: z, factor: 2.0}\n")
+    assert problems(path) == [f"{path}:15:17: steps[0].then[0].kernel: unknown kernel 'nope' (defined kernels: "
+                              "scale, flat, half)"]
+
+
+def test_scalar_values_and_bindings(steps):
+    (steps / "value.yaml").write_text(KERNEL_YAML.replace("{name: factor, kind: scalar, dtype: float32}",
+                                                          "{name: factor, kind: scalar, dtype: float32, value: 0.5}"))
+    text = STEPS.replace("  half: half.yaml\n", "  half: half.yaml\n  value: value.yaml\n")
+    pipeline = load_pipeline(write(steps, text + "  - kernel: value\n    args: {src: x, dst: y}\n"
+                                                 "  - kernel: half\n    args: {src: y, dst: z, factor: 2.5}\n"))
+    assert [step.scalars["factor"] for step in pipeline.body] == [ScalarArg(literal=0.5), ScalarArg(literal=2.5)]
+
+
+def test_scalar_binding_problems(steps):
+    (steps / "iscale.yaml").write_text(KERNEL_YAML.replace("{name: factor, kind: scalar, dtype: float32}",
+                                                           "{name: factor, kind: scalar, dtype: int32}"))
+    path = write(steps, STEPS.replace("  flat: flat.yaml\n", "  iscale: iscale.yaml\n")
+                 + "  - kernel: iscale\n    args: {src: x, dst: y, factor: h}\n"
+                   "  - kernel: scale\n    args: {src: y, dst: z, factor: nope}\n")
+    assert problems(path) == [
+        f"{path}:14:36: steps[0].args.factor: scalar argument 'factor' is int32 but host input 'h' is float16",
+        f"{path}:16:36: steps[1].args.factor: tensor 'nope' is not defined before this step (defined tensors: x, c, "
+        f"h, y)"]
+
+
+def test_block_names_branch_ranks_and_carried_ranks(steps):
+    text = (STEPS.replace("outputs: [z]", "outputs: [y, s]")
+            + "  - if: c > 0\n    name: b\n    then:\n      - kernel: scale\n        args: {src: x, dst: y, factor: 2.0}\n"
+              "    else:\n      - kernel: flat\n        args: {src: x, dst: y, factor: 2.0}\n"
+              "  - kernel: scale\n    args: {src: x, dst: s, factor: 2.0}\n"
+              "  - while: c > 0\n    name: b\n    max_iterations: 2\n    carry: {s: n}\n    body:\n"
+              "      - kernel: flat\n        args: {src: s, dst: n, factor: 2.0}\n"
+              "  - switch: c\n    name: b\n    cases:\n      0:\n        - kernel: scale\n"
+              "          args: {src: x, dst: q, factor: 2.0}\n")
+    path = write(steps, text)
+    assert problems(path) == [
+        f"{path}:13:5: steps[0]: tensor 'y' has shape [N, 4] in 'then' but [N * 4] in 'else'",
+        f"{path}:24:11: steps[2].name: step name 'b' is used twice (step names must be unique)",
+        f"{path}:26:16: steps[2].carry.s: 'n' (float32 [N * 4]) cannot replace 's' (float32 [N, 4]): dtype and shape "
+        "must match",
+        f"{path}:31:11: steps[3].name: step name 'b' is used twice (step names must be unique)"]
+
+
+def test_an_if_block_lists_the_tensors_both_branches_define(steps):
+    text = (STEPS + "  - if: c > 0\n    then:\n      - kernel: scale\n        args: {src: x, dst: z, factor: 2.0}\n"
+                    "      - kernel: scale\n        args: {src: z, dst: t, factor: 2.0}\n"
+                    "    else:\n      - kernel: scale\n        args: {src: x, dst: z, factor: 3.0}\n")
+    [block] = load_pipeline(write(steps, text)).body
+    assert (block.name, block.outputs, [s.name for s in block.then], [s.name for s in block.else_]) == (
+        "if", ("z",), ["scale", "scale_2"], ["scale_3"])
+
+
+def test_a_fixed_dimension_facing_a_range_quotes_it(steps):
+    import onnx
+    from conftest import tiny_model
+
+    onnx.save(tiny_model("Relu", ["x"], ["y"], shape=(1, 4)), str(steps / "fixed.onnx"))
+    text = STEPS.replace("relu: {onnx: relu.onnx}", "relu: {onnx: fixed.onnx}") + (
+        "  - snippet: relu\n    outputs: {y: z}\ndims:\n  N: {min: 1, opt: 2, max: 4}\n")
+    path = write(steps, text)
+    assert problems(path) == [
+        f"{path}:13:14: steps[0].snippet: tensor 'x' has shape [N, 4]; input 'x' of fixed.onnx: dimension 0 is fixed "
+        "at 1, but 'N' ranges over 1..4 (dims.N: 1..4); export the model with a dynamic dimension there, or narrow "
+        "the dims"]
