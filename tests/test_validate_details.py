@@ -215,3 +215,88 @@ def test_a_fixed_dimension_facing_a_range_quotes_it(steps):
         f"{path}:13:14: steps[0].snippet: tensor 'x' has shape [N, 4]; input 'x' of fixed.onnx: dimension 0 is fixed "
         "at 1, but 'N' ranges over 1..4 (dims.N: 1..4); export the model with a dynamic dimension there, or narrow "
         "the dims"]
+
+
+def test_a_loop_carry_from_an_unknown_kernel_is_not_compared(steps):
+    text = (STEPS.replace("outputs: [z]", "outputs: [s]") + "  - kernel: scale\n    args: {src: x, dst: s, factor: 2.0}\n"
+            "  - while: c > 0\n    max_iterations: 2\n    carry: {s: n}\n    body:\n"
+            "      - kernel: nope\n        args: {src: s, dst: n}\n")
+    path = write(steps, text)
+    assert problems(path) == [f"{path}:19:17: steps[1].body[0].kernel: unknown kernel 'nope' (defined kernels: "
+                              "scale, flat, half)"]
+
+
+def test_an_unknown_kernel_step_defines_its_outputs_at_the_step(steps):
+    path = write(steps, STEPS + "  - kernel: nope\n    args: {src: x, dst: y}\n"
+                                "  - kernel: scale\n    args: {src: x, dst: y, factor: 2.0}\n")
+    assert problems(path) == [
+        f"{path}:13:13: steps[0].kernel: unknown kernel 'nope' (defined kernels: scale, flat, half)",
+        f"{path}:16:25: steps[1].args.dst: tensor 'y' is already defined at {path}:13 (each tensor is defined once; "
+        "choose another name)",
+        f"{path}:5:11: outputs[0]: tensor 'z' is not defined before this step (defined tensors: x, c, h, y)"]
+
+
+def test_branches_whose_shapes_may_agree_at_run_time_are_accepted(steps):
+    (steps / "swap.yaml").write_text(KERNEL_YAML.replace("kind: out, dtype: float32, shape: [N, C]",
+                                                         "kind: out, dtype: float32, shape: [C, N]"))
+    text = (STEPS.replace("  half: half.yaml\n", "  swap: swap.yaml\n")
+            + "  - if: c > 0\n    then:\n      - kernel: scale\n        args: {src: x, dst: z, factor: 2.0}\n"
+              "    else:\n      - kernel: swap\n        args: {src: x, dst: z, factor: 2.0}\n")
+    [block] = load_pipeline(write(steps, text)).body
+    assert block.outputs == ("z",)
+
+
+def test_kernel_argument_locations(workdir):
+    kernel_file(workdir, KERNEL_CU)
+    kernel = load_pipeline(write(workdir, PIPELINE)).kernels["scale"]
+    k = workdir / "k.yaml"
+    assert str(kernel.args_location).startswith(f"{k}:3:1")
+    assert [str(loc).split(": ")[0] for loc in kernel.arg_locations] == [f"{k}:{line}:5" for line in (4, 5, 6, 7)]
+
+
+def snippet_problems(workdir, snippet: str) -> list[str]:
+    from conftest import BASE
+
+    path = write(workdir, BASE.replace("  add: {onnx: add.onnx}\n", snippet))
+    return [p.replace(str(path), "P").replace(str(workdir), "D") for p in problems(path)]
+
+
+def test_snippet_file_problems_point_at_onnx(workdir):
+    (workdir / "bad.onnx").write_bytes(b"not a model")
+    found = snippet_problems(workdir, "  add: {onnx: nope.onnx}\n  bad: {onnx: bad.onnx}\n")
+    assert found[0] == "P:7:15: snippets.add.onnx: ONNX file not found: D/nope.onnx (paths are relative to D/)"
+    assert found[1].startswith("P:8:15: snippets.bad.onnx: ") and len(found) == 2
+
+
+def test_snippet_profile_problems(workdir):
+    found = snippet_problems(workdir, "  add:\n    onnx: add.onnx\n    profile:\n"
+                                      "      q: {min: [1, 4], opt: [1, 4], max: [1, 4]}\n"
+                                      "      a: {min: [1], opt: [1, 4], max: [1, 4]}\n"
+                                      "      b: {min: [2, 4], opt: [1, 4], max: [8, 4]}\n")
+    assert found == ["P:10:7: snippets.add.profile.q: add.onnx has no input 'q' (its inputs: a, b)",
+                     "P:11:10: snippets.add.profile.a: min/opt/max must each have 2 dimensions",
+                     "P:12:10: snippets.add.profile.b: each dimension must satisfy min <= opt <= max"]
+
+
+def test_a_snippet_profile_resolves_and_may_pin_a_dimension(workdir):
+    from conftest import BASE
+
+    text = BASE.replace("  add: {onnx: add.onnx}\n", "  add:\n    onnx: add.onnx\n    profile:\n"
+                        "      a: {min: [1, 4], opt: [1, 4], max: [8, 4]}\n      b: {min: [2, 4], opt: [4, 4], max: [4, 4]}\n")
+    snippets = load_pipeline(write(workdir, text)).snippets
+    assert snippets["add"].profile == {"a": ((1, 4), (1, 4), (8, 4)), "b": ((2, 4), (4, 4), (4, 4))}
+    assert snippets["relu"].profile is None
+
+
+def test_a_data_dependent_output_dim_gets_a_fresh_identifier(workdir):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y:0"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y:0", TensorProto.FLOAT, ["K", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10),
+              str(workdir / "nz.onnx"))
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, 4]}\noutputs: [y]\nsnippets:\n  nz: {onnx: nz.onnx}\n"
+            "steps:\n  - snippet: nz\n    outputs: {'y:0': y}\n")
+    assert load_pipeline(write(workdir, text)).tensors["y"].shape == ("nz_y_0_0", 4)

@@ -670,7 +670,7 @@ class Validator:
                 self.error(where, f"'{nxt}' must be a tensor defined inside the loop body")
             elif s is not None:
                 self.used.add(nxt)
-                if s.kind != n.kind or _provably_different(s.shape, n.shape):
+                if UNKNOWN not in (s.dtype, n.dtype) and (s.kind != n.kind or _provably_different(s.shape, n.shape)):
                     self.error(where, f"'{nxt}' ({n.kind} {shapes.format_shape(n.shape)}) cannot replace "
                                       f"'{state}' ({s.kind} {shapes.format_shape(s.shape)}): dtype and shape "
                                       f"must match")
