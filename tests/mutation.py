@@ -36,7 +36,7 @@ TESTS = {
     "orchestrator/pipeline/shapes.py": ["tests/test_shapes_and_imports.py", *CORE],
     "orchestrator/pipeline/conditions.py": ["tests/test_shapes_and_imports.py", *CORE],
     "orchestrator/pipeline/validate.py": [*CORE, "tests/test_validate_kernels.py", "tests/test_validate_steps.py",
-                                          "tests/test_validate_details.py",
+                                          "tests/test_validate_details.py", "tests/test_precision.py", "tests/test_surgery.py",
                                           "tests/test_examples.py", "tests/test_snip.py"],
     "orchestrator/planning/liveness.py": ["tests/test_planning.py", *CORE],
     "orchestrator/planning/memory.py": ["tests/test_planning.py", *CORE],

@@ -300,3 +300,14 @@ def test_a_data_dependent_output_dim_gets_a_fresh_identifier(workdir):
     text = ("inputs:\n  x: {dtype: float32, shape: [N, 4]}\noutputs: [y]\nsnippets:\n  nz: {onnx: nz.onnx}\n"
             "steps:\n  - snippet: nz\n    outputs: {'y:0': y}\n")
     assert load_pipeline(write(workdir, text)).tensors["y"].shape == ("nz_y_0_0", 4)
+
+
+def test_snippet_options_reach_the_snippet(workdir):
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, 4]}\noutputs: [y]\nsnippets:\n"
+            "  relu: {onnx: relu.onnx, precision: fp16, workspace: 1MiB, optimize: true, keep_fp32: [Relu]}\n"
+            "steps:\n  - snippet: relu\n")
+    info = load_pipeline(write(workdir, text)).snippets["relu"]
+    assert (info.name, info.onnx_path, info.precision, info.workspace, info.optimize) == (
+        "relu", workdir / "relu.onnx", "fp16", 1 << 20, True)
+    assert (info.precision_path, info.keep_fp32, list(info.inputs), list(info.outputs)) == ("auto", ("Relu",), ["x"],
+                                                                                          ["y"])
