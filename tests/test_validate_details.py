@@ -184,14 +184,16 @@ def test_block_names_branch_ranks_and_carried_ranks(steps):
               "  - while: c > 0\n    name: b\n    max_iterations: 2\n    carry: {s: n}\n    body:\n"
               "      - kernel: flat\n        args: {src: s, dst: n, factor: 2.0}\n"
               "  - switch: c\n    name: b\n    cases:\n      0:\n        - kernel: scale\n"
-              "          args: {src: x, dst: q, factor: 2.0}\n")
+              "          args: {src: x, dst: q, factor: 2.0}\n"
+              "  - if: c > 0\n    name: b\n    then: []\n    else: []\n")
     path = write(steps, text)
     assert problems(path) == [
         f"{path}:13:5: steps[0]: tensor 'y' has shape [N, 4] in 'then' but [N * 4] in 'else'",
         f"{path}:24:11: steps[2].name: step name 'b' is used twice (step names must be unique)",
         f"{path}:26:16: steps[2].carry.s: 'n' (float32 [N * 4]) cannot replace 's' (float32 [N, 4]): dtype and shape "
         "must match",
-        f"{path}:31:11: steps[3].name: step name 'b' is used twice (step names must be unique)"]
+        f"{path}:31:11: steps[3].name: step name 'b' is used twice (step names must be unique)",
+        f"{path}:37:11: steps[4].name: step name 'b' is used twice (step names must be unique)"]
 
 
 def test_an_if_block_lists_the_tensors_both_branches_define(steps):
@@ -271,11 +273,21 @@ def test_snippet_file_problems_point_at_onnx(workdir):
 def test_snippet_profile_problems(workdir):
     found = snippet_problems(workdir, "  add:\n    onnx: add.onnx\n    profile:\n"
                                       "      q: {min: [1, 4], opt: [1, 4], max: [1, 4]}\n"
-                                      "      a: {min: [1], opt: [1, 4], max: [1, 4]}\n"
-                                      "      b: {min: [2, 4], opt: [1, 4], max: [8, 4]}\n")
+                                      "      b: {min: [2, 4], opt: [1, 4], max: [8, 4]}\n"
+                                      "      a: {min: [1], opt: [1, 4], max: [1, 4]}\n")
     assert found == ["P:10:7: snippets.add.profile.q: add.onnx has no input 'q' (its inputs: a, b)",
-                     "P:11:10: snippets.add.profile.a: min/opt/max must each have 2 dimensions",
-                     "P:12:10: snippets.add.profile.b: each dimension must satisfy min <= opt <= max"]
+                     "P:11:10: snippets.add.profile.b: each dimension must satisfy min <= opt <= max",
+                     "P:12:10: snippets.add.profile.a: min/opt/max must each have 2 dimensions"]
+
+
+def test_precision_option_problems_at_their_key_or_value(workdir):
+    found = snippet_problems(workdir, "  add:\n    onnx: add.onnx\n    precision_path: converted\n"
+                                      "  half:\n    onnx: half.onnx\n    precision: fp16\n    precision_path: flags\n"
+                                      "    keep_fp32: [Relu]\n")
+    assert found == [
+        "P:9:5: snippets.add.precision_path: 'precision_path' applies to fp16/bf16 snippets (this one is fp32)",
+        "P:14:16: snippets.half.keep_fp32: keep_fp32 needs the converted precision path (precision_path: converted or "
+        "auto); builder flags choose precision per layer"]
 
 
 def test_a_snippet_profile_resolves_and_may_pin_a_dimension(workdir):
