@@ -323,3 +323,30 @@ def test_snippet_options_reach_the_snippet(workdir):
         "relu", workdir / "relu.onnx", "fp16", 1 << 20, True)
     assert (info.precision_path, info.keep_fp32, list(info.inputs), list(info.outputs)) == ("auto", ("Relu",), ["x"],
                                                                                           ["y"])
+
+
+def test_format_problems(workdir):
+    import onnx
+    from conftest import tiny_model
+    from onnx import TensorProto
+
+    onnx.save(tiny_model("Neg", ["x"], ["y"], shape=(1, 8, 4, 4), dtype=TensorProto.INT32), str(workdir / "int.onnx"))
+    onnx.save(tiny_model("Relu", ["x"], ["y"], shape=(1, 8, 4, 4), dtype=TensorProto.FLOAT16), str(workdir / "f16.onnx"))
+    found = snippet_problems(workdir, "  add:\n    onnx: int.onnx\n    precision: fp16\n"
+                                      "    formats: {q: hwc8, x: linear, y: hwc8}\n"
+                                      "  half:\n    onnx: f16.onnx\n    precision: fp16\n    formats: {x: hwc8}\n")
+    assert found == ["P:10:15: snippets.add.formats.q: int.onnx has no input or output 'q' (its ports: x, y)",
+                     "P:10:38: snippets.add.formats.y: 'hwc8' stores floating-point tensors; 'y' is int32"]
+
+
+def test_snippet_steps_run_their_snippet_and_names_stay_unique(workdir):
+    from conftest import BASE
+
+    pipeline = load_pipeline(workdir / "base.yaml")
+    base = workdir / "base.yaml"
+    assert [str(w) for w in pipeline.warnings] == [f"{base}:3:9: inputs.flag: warning: input 'flag' is never used",
+                                                   f"{base}:7:8: snippets.add: warning: snippet 'add' is never run"]
+    text = BASE.replace("    outputs: {y: y}\n", "    name: r\n    outputs: {y: y}\n  - snippet: relu\n    name: r\n"
+                                                 "    inputs: {x: x}\n    outputs: {y: y2}\n")
+    path = write(workdir, text)
+    assert problems(path) == [f"{path}:16:11: steps[1].name: step name 'r' is used twice (step names must be unique)"]
