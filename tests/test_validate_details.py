@@ -350,3 +350,33 @@ def test_snippet_steps_run_their_snippet_and_names_stay_unique(workdir):
                                                  "    inputs: {x: x}\n    outputs: {y: y2}\n")
     path = write(workdir, text)
     assert problems(path) == [f"{path}:16:11: steps[1].name: step name 'r' is used twice (step names must be unique)"]
+
+
+def test_snippet_step_binding_problems(workdir):
+    import onnx
+    from conftest import tiny_model
+    from onnx import TensorProto
+
+    onnx.save(tiny_model("Relu", ["x"], ["y"], shape=(1, 8, 4, 4), dtype=TensorProto.FLOAT16), str(workdir / "f16.onnx"))
+    text = ("inputs:\n  x: {dtype: float16, shape: [1, 8, 4, 4]}\n  flag: {dtype: int32, host: true}\noutputs: [z]\n"
+            "snippets:\n  a: {onnx: f16.onnx, precision: fp16, formats: {y: hwc8}}\n  b: {onnx: f16.onnx, precision: fp16}\n"
+            "  c: {onnx: f16.onnx, precision: fp16, formats: {x: hwc8}}\n  add: {onnx: add.onnx}\nsteps:\n"
+            "  - snippet: a\n"
+            "  - snippet: b\n    inputs: {x: y}\n    outputs: {y: w}\n"
+            "  - snippet: c\n    outputs: {y: z}\n"
+            "  - snippet: add\n    inputs: {a: nope, b: flag, q: x}\n    outputs: {c: c1, r: c2}\n"
+            "  - snippet: add\n    outputs: {c: c3}\n")
+    path = write(workdir, text)
+    assert problems(path) == [
+        f"{path}:13:17: steps[1].inputs.x: tensor 'y' is float16 hwc8 but input 'x' of f16.onnx expects float16 (a "
+        "tensor has one layout: give 'x' the same 'formats' entry as the port that writes 'y', or neither)",
+        f"{path}:15:14: steps[2].snippet: tensor 'x' is float16 but input 'x' of f16.onnx expects float16 hwc8 (a "
+        "tensor has one layout: give 'x' the same 'formats' entry as the port that writes 'x', or neither)",
+        f"{path}:18:32: steps[3].inputs.q: add.onnx has no input 'q' (its inputs: a, b)",
+        f"{path}:19:22: steps[3].outputs.r: add.onnx has no output 'r' (its outputs: c)",
+        f"{path}:18:17: steps[3].inputs.a: tensor 'nope' is not defined before this step (defined tensors: x, flag, y, "
+        "w, z)",
+        f"{path}:18:26: steps[3].inputs.b: 'flag' is a host input: it can feed conditions and scalar arguments, not "
+        "tensor ports (declare it without 'host: true' to make it a device tensor)",
+        f"{path}:20:14: steps[4].snippet: input 'a' of add.onnx is not bound (add inputs: {{a: <tensor>}})",
+        f"{path}:20:14: steps[4].snippet: input 'b' of add.onnx is not bound (add inputs: {{b: <tensor>}})"]
