@@ -380,3 +380,59 @@ def test_snippet_step_binding_problems(workdir):
         "tensor ports (declare it without 'host: true' to make it a device tensor)",
         f"{path}:20:14: steps[4].snippet: input 'a' of add.onnx is not bound (add inputs: {{a: <tensor>}})",
         f"{path}:20:14: steps[4].snippet: input 'b' of add.onnx is not bound (add inputs: {{b: <tensor>}})"]
+
+
+def test_constants_inputs_and_the_pipeline_name(workdir):
+    from conftest import BASE
+
+    text = BASE.replace("outputs: [z]\n", "outputs: [z]\nconstants:\n  x: {value: 1.0, dtype: float32}\n  c: {value: [1, 2.5], dtype: int32}\n"
+                                          "  d: {file: w.npy, dtype: int8}\n  w: {file: w.npy}\n")
+    text = text.replace("args: {src: y, dst: z, factor: 2.0}", "args: {src: w, dst: z, factor: 2.0}")
+    path = write(workdir, text)
+    assert problems(path) == [
+        f"{path}:6:3: constants.x: 'x' is both an input and a constant (names must be unique)",
+        f"{path}:7:14: constants.c.value: 2.5 is not an integer, but dtype is int32",
+        f"{path}:8:13: constants.d.file: the file holds float32 data but 'dtype' says int8",
+        f"{path}:20:17: steps[1].args.src: tensor 'w' has shape [4]; argument 'src' of kernel 'scale': rank 1 does "
+        "not match the expected rank 2 ([N, C])"]
+
+
+def test_pipeline_name_ids_inputs_and_implicit_outputs(workdir):
+    from conftest import BASE
+
+    pipeline = load_pipeline(workdir / "base.yaml")
+    assert (pipeline.name, [s.id for s in pipeline.body], [s.path for s in pipeline.body]) == (
+        "base", [0, 1], [("steps", 0), ("steps", 1)])
+    assert [(t.name, t.origin) for t in pipeline.inputs.values()] == [("x", "input"), ("flag", "host")]
+    assert pipeline.tensors["y"].name == "y"
+    named = load_pipeline(write(workdir, "name: mine\n" + BASE.replace("    outputs: {y: y}\n", "")))
+    assert (named.name, named.body[0].outputs) == ("mine", {"y": "y"})
+    text = BASE.replace("    outputs: {y: y}\n", "  - snippet: relu\n    inputs: {x: x}\n")
+    path = write(workdir, text)
+    assert problems(path) == [f"{path}:13:14: steps[1].snippet: tensor 'y' is already defined at {path}:11 (each "
+                              "tensor is defined once; choose another name)"]
+
+
+def test_a_branch_local_name_cannot_be_defined_again(workdir):
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, 4]}\n  c: {dtype: int32, host: true}\noutputs: [z]\n"
+            "kernels:\n  scale: scale.yaml\nsteps:\n"
+            "  - if: c > 0\n    then:\n      - kernel: scale\n        args: {src: x, dst: y, factor: 2.0}\n    else: []\n"
+            "  - kernel: scale\n    args: {src: x, dst: y, factor: 2.0}\n  - kernel: scale\n    args: {src: y, dst: z, factor: 2.0}\n")
+    path = write(workdir, text)
+    retired = f"it is defined in 'then' of the block at {path}:8 but not in 'else'"
+    assert problems(path) == [
+        f"{path}:14:25: steps[1].args.dst: tensor 'y' is already defined ({retired}); choose another name",
+        f"{path}:16:17: steps[2].args.src: tensor 'y' is not visible here: {retired}"]
+
+
+def test_a_fixed_dimension_after_a_symbolic_one(workdir):
+    import onnx
+    from conftest import tiny_model
+
+    onnx.save(tiny_model("Relu", ["x"], ["y"], shape=("B", 1)), str(workdir / "col.onnx"))
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, N]}\noutputs: [z]\ndims:\n  N: {min: 1, opt: 2, max: 4}\n"
+            "snippets:\n  col: {onnx: col.onnx}\nsteps:\n  - snippet: col\n    outputs: {y: z}\n")
+    path = write(workdir, text)
+    assert problems(path) == [
+        f"{path}:9:14: steps[0].snippet: tensor 'x' has shape [N, N]; input 'x' of col.onnx: dimension 1 is fixed at "
+        "1, but 'N' ranges over 1..4 (dims.N: 1..4); export the model with a dynamic dimension there, or narrow the dims"]
