@@ -436,3 +436,34 @@ def test_a_fixed_dimension_after_a_symbolic_one(workdir):
     assert problems(path) == [
         f"{path}:9:14: steps[0].snippet: tensor 'x' has shape [N, N]; input 'x' of col.onnx: dimension 1 is fixed at "
         "1, but 'N' ranges over 1..4 (dims.N: 1..4); export the model with a dynamic dimension there, or narrow the dims"]
+
+
+def test_unused_inputs_constants_and_tensors_are_warned_about(workdir):
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, 4]}\n  u: {dtype: float32, shape: [2]}\n"
+            "  h: {dtype: int32, host: true}\noutputs: [z]\nconstants:\n  k: {value: [1.0], dtype: float32}\n"
+            "kernels:\n  scale: scale.yaml\nsteps:\n  - kernel: scale\n    args: {src: x, dst: t, factor: 2.0}\n"
+            "  - kernel: scale\n    args: {src: x, dst: z, factor: 3.0}\n")
+    path = write(workdir, text)
+    assert [str(w) for w in load_pipeline(path).warnings] == [
+        f"{path}:3:6: inputs.u: warning: input 'u' is never used",
+        f"{path}:4:6: inputs.h: warning: input 'h' is never used",
+        f"{path}:7:6: constants.k: warning: constant 'k' is never used",
+        f"{path}:12:25: steps[0].args.dst: warning: tensor 't' is computed but never used"]
+
+
+def test_output_problems(workdir):
+    import onnx
+    from conftest import tiny_model
+    from onnx import TensorProto
+
+    onnx.save(tiny_model("Relu", ["x"], ["y"], shape=(1, 8, 4, 4), dtype=TensorProto.FLOAT16), str(workdir / "f16.onnx"))
+    text = ("inputs:\n  x: {dtype: float16, shape: [1, 8, 4, 4]}\n  h: {dtype: int32, host: true}\n"
+            "outputs: [y, h, y, x]\nsnippets:\n  a: {onnx: f16.onnx, precision: fp16, formats: {y: hwc8}}\n"
+            "steps:\n  - snippet: a\n")
+    path = write(workdir, text)
+    hwc8 = (f"output 'y' is stored as hwc8 (a TensorRT format, chosen at {path}:8); outputs are linear: drop that "
+            "'formats' entry")
+    assert problems(path) == [f"{path}:4:11: outputs[0]: {hwc8}",
+                              f"{path}:4:14: outputs[1]: 'h' is a host input and cannot be an output",
+                              f"{path}:4:17: outputs[2]: output 'y' is listed twice",
+                              f"{path}:4:17: outputs[2]: {hwc8}"]
