@@ -442,13 +442,20 @@ def test_unused_inputs_constants_and_tensors_are_warned_about(workdir):
     text = ("inputs:\n  x: {dtype: float32, shape: [N, 4]}\n  u: {dtype: float32, shape: [2]}\n"
             "  h: {dtype: int32, host: true}\noutputs: [z]\nconstants:\n  k: {value: [1.0], dtype: float32}\n"
             "kernels:\n  scale: scale.yaml\nsteps:\n  - kernel: scale\n    args: {src: x, dst: t, factor: 2.0}\n"
-            "  - kernel: scale\n    args: {src: x, dst: z, factor: 3.0}\n")
-    path = write(workdir, text)
+            "  - kernel: scale\n    args: {src: x, dst: z, factor: 3.0}\n"
+            "  - snippet: relu\n    inputs: {x: x}\n    outputs: {y: r}\n"
+            "snippets:\n  relu: {onnx: relu.onnx}\n  add: {onnx: add.onnx}\n"
+            "dims:\n  N: {min: 1, opt: 2, max: 8}\n  M: {min: 1, opt: 2, max: 8}\n")
+    path = write(workdir, text.replace("  scale: scale.yaml\n", "  scale: scale.yaml\n  idle: scale.yaml\n"))
     assert [str(w) for w in load_pipeline(path).warnings] == [
         f"{path}:3:6: inputs.u: warning: input 'u' is never used",
         f"{path}:4:6: inputs.h: warning: input 'h' is never used",
         f"{path}:7:6: constants.k: warning: constant 'k' is never used",
-        f"{path}:12:25: steps[0].args.dst: warning: tensor 't' is computed but never used"]
+        f"{path}:13:25: steps[0].args.dst: warning: tensor 't' is computed but never used",
+        f"{path}:18:18: steps[2].outputs.y: warning: tensor 'r' is computed but never used",
+        f"{path}:21:8: snippets.add: warning: snippet 'add' is never run",
+        f"{workdir / 'scale.yaml'}:1:1: kernels.idle: warning: kernel 'idle' is never run",
+        f"{path}:24:6: dims.M: warning: dimension 'M' is not used by any input shape"]
 
 
 def test_output_problems(workdir):
