@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from orchestrator.snip import Graph, SnipError, load_model, snip
+from orchestrator.snip.graph import TensorType, node_reads
 from orchestrator.snip.write import _key, identifier
 
 
@@ -304,3 +305,152 @@ def test_a_tensor_crossing_two_cuts_is_passed_through_and_charged_once(tmp_path)
     first, second = snip(path, tmp_path / "o", at="a,b").cuts
     assert (first.tensors, first.passed, first.nbytes, first.cost) == (("a",), (), 32, 2 * 32 * 50)
     assert (second.tensors, second.passed, second.nbytes, second.cost) == (("a", "b"), ("a",), 64, 2 * 32 * 50)
+
+
+# The graph snip sees (orchestrator/snip/graph.py), checked directly on hand-made models.
+
+
+def _saved(tmp_path, model, name):
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def test_load_model_names_a_missing_file_and_failed_shape_inference(tmp_path):
+    with pytest.raises(SnipError, match=r"^\S*missing.onnx: cannot read ONNX model: \[Errno 2\] No such file or "
+                                        r"directory: '\S*missing.onnx'$"):
+        load_model(tmp_path / "missing.onnx")
+    # An initializer whose type contradicts the input it fills fails inference with and without data propagation.
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "g", [value("x", [2])], [value("y", [2])],
+                              [numpy_helper.from_array(np.zeros(3, np.int64), "x")])
+    path = _saved(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "typed.onnx")
+    with pytest.raises(SnipError, match=r"^\S*typed.onnx: ONNX shape inference failed: \[TypeInferenceError\] "
+                                        r"Inferred elem type differs from existing elem type: \(7\) vs \(1\)$"):
+        load_model(path)
+
+
+def test_load_model_propagates_shape_data_into_reshape(tmp_path):
+    nodes = [helper.make_node("Shape", ["x"], ["s0"], end=1), helper.make_node("Concat", ["s0", "m1"], ["shp"], axis=0),
+             helper.make_node("Reshape", ["x", "shp"], ["r"]), helper.make_node("Neg", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [value("x", [2, 3, 4])], [value("y", None)],
+                              [numpy_helper.from_array(np.array([-1], np.int64), "m1")])
+    path = _saved(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "prop.onnx")
+    assert Graph(load_model(path)).types["r"].shape == (2, 12)
+
+
+def _branch(name, nodes, outputs, inputs=(), initializers=()):
+    return helper.make_graph(nodes, name, list(inputs), [value(o, [1]) for o in outputs], list(initializers))
+
+
+def test_node_reads_skip_empty_inputs_and_include_outer_names_of_subgraphs():
+    assert node_reads(helper.make_node("Clip", ["x", "", "hi"], ["y"])) == ["x", "hi"]
+    then = _branch("then", [helper.make_node("Add", ["a", "k"], ["t"]), helper.make_node("Mul", ["t", "b"], ["o1"])],
+                   ["o1"], initializers=[weight("k", (1,))])
+    inner = helper.make_node("If", ["c2"], ["o2"], then_branch=_branch("t2", [], ["d"]),
+                             else_branch=_branch("e2", [helper.make_node("Neg", ["e"], ["o3"])], ["o3"]))
+    other = _branch("else", [inner], ["o2"])
+    assert node_reads(helper.make_node("If", ["cond"], ["o"], then_branch=then, else_branch=other)) == [
+        "cond", "c2", "e", "d", "a", "b"]  # attributes in name order: else_branch first
+    body = _branch("body", [helper.make_node("Add", ["v", "w"], ["v2"])], ["c_in", "v2"],
+                   inputs=[value("i", [], TensorProto.INT64), value("c_in", [], TensorProto.BOOL), value("v", [1])])
+    assert node_reads(helper.make_node("Loop", ["M", "", "v0"], ["vn"], body=body)) == ["M", "v0", "w"]
+    several = helper.make_node("Multi", ["p"], ["q"], domain="test", bodies=[_branch("g1", [], ["u"]),
+                                                                              _branch("g2", [], ["w"])])
+    assert node_reads(several) == ["p", "u", "w"]
+
+
+def test_constants_activations_and_what_the_outputs_need():
+    """Constants: initializers, Constant nodes, what only they feed, Shape/Size of a model input. Not constant:
+    a random node without inputs, the Shape of a dynamically shaped activation. Unneeded nodes are dropped."""
+    nodes = [helper.make_node("Abs", ["x"], ["unused"]), helper.make_node("Constant", [], ["c"], value=weight("c", (4,))),
+             helper.make_node("Add", ["w", "c"], ["wc"]), helper.make_node("Shape", ["x"], ["sx"]),
+             helper.make_node("Size", ["x"], ["nx"]), helper.make_node("RandomNormal", [], ["r"], shape=[4]),
+             helper.make_node("Mul", ["x", "wc"], ["m"]), helper.make_node("Add", ["m", "r"], ["a"]),
+             helper.make_node("Shape", ["m"], ["sm"]), helper.make_node("Reshape", ["a", "sm"], ["y"]),
+             helper.make_node("Cast", ["nx"], ["nf"], to=TensorProto.FLOAT), helper.make_node("Expand", ["nf", "sx"], ["e"]),
+             helper.make_node("Mul", ["y", "e"], ["out"])]
+    g = Graph(make_model(nodes, [value("x", ["N", 4])], [value("out", ["N", 4])], [weight("w", (4,))]))
+    assert g.constant == {"w", "c", "wc", "sx", "nx", "nf", "e"}
+    assert [n.output[0] for n in g.const_nodes] == ["c", "wc", "sx", "nx", "nf", "e"]
+    assert [n.output[0] for n in g.order] == ["r", "m", "a", "sm", "y", "out"]
+    assert g.position == {"r": 0, "m": 1, "a": 2, "sm": 3, "y": 4, "out": 5}
+    assert g.last_use == {"x": 1, "r": 2, "m": 3, "a": 4, "sm": 4, "y": 5}
+    assert set(g.producer) == {"c", "wc", "sx", "nx", "r", "m", "a", "sm", "y", "nf", "e", "out"}
+    assert [g.is_activation(n) for n in ("x", "m", "wc", "unused")] == [True, True, False, False]
+
+
+def test_needed_nodes_through_a_diamond_and_an_output_that_is_an_input():
+    nodes = [helper.make_node("Exp", ["x"], ["t"]), helper.make_node("Relu", ["x"], ["s"]),
+             helper.make_node("Neg", ["s"], ["p"]), helper.make_node("Abs", ["s"], ["q"]),
+             helper.make_node("Sin", ["x"], ["dead"]), helper.make_node("Sum", ["t", "p", "q"], ["y"])]
+    g = Graph(make_model(nodes, [value("x", [2])], [value("y", [2]), value("x", [2])]))
+    assert [n.output[0] for n in g.order] == ["t", "s", "p", "q", "y"]
+
+
+def test_shapes_of_static_tensors_are_folded_into_constants():
+    nodes = [helper.make_node("Neg", ["z"], ["nz"]), helper.make_node("Shape", ["nz"], ["s_all"], name="whole"),
+             helper.make_node("Shape", ["nz"], ["s_tail"], start=1), helper.make_node("Shape", ["nz"], ["s_head"], end=2),
+             helper.make_node("Shape", ["nz"], ["s_none"], start=3), helper.make_node("Shape", ["e"], ["s_empty"]),
+             helper.make_node("Shape", ["x"], ["s_dyn"]), helper.make_node("Size", ["nz"], ["n"])]
+    outs = ["nz", "s_all", "s_tail", "s_head", "s_none", "s_empty", "s_dyn", "n"]
+    model = make_model(nodes, [value("z", [2, 3, 4]), value("e", [0, 3]), value("x", ["N", 4])],
+                       [value(o, None, TensorProto.INT64 if o != "nz" else TensorProto.FLOAT) for o in outs])
+    g = Graph(model)
+    folded = {n.output[0]: (n.op_type, n.name, numpy_helper.to_array(n.attribute[0].t)) for n in g.const_nodes
+              if n.op_type == "Constant"}
+    assert {k: (op, name, v.dtype, v.tolist()) for k, (op, name, v) in folded.items()} == {
+        "s_all": ("Constant", "whole", np.int64, [2, 3, 4]), "s_tail": ("Constant", "s_tail", np.int64, [3, 4]),
+        "s_head": ("Constant", "s_head", np.int64, [2, 3]), "s_none": ("Constant", "s_none", np.int64, [])}
+    # A zero-sized or symbolic dim is not folded (the input's Shape is a constant all the same), nor is Size.
+    assert [n.op_type for n in g.const_nodes if n.output[0] in ("s_empty", "s_dyn")] == ["Shape", "Shape"]
+    assert [(n.op_type, n.output[0]) for n in g.order] == [("Neg", "nz"), ("Size", "n")]
+
+
+def test_shape_of_an_untyped_tensor_is_kept():
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Shape", ["t"], ["s"])]
+    graph = helper.make_graph(nodes, "g", [value("x", [2])], [value("s", [1], TensorProto.INT64)])
+    g = Graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [n.op_type for n in g.order] == ["Neg", "Shape"]
+
+
+def test_types_of_inputs_values_outputs_and_initializers():
+    seq = helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, [2])
+    inputs = [seq, value("bare", None), value("dims", [3, "N", None]), value("untyped", [2], TensorProto.UNDEFINED),
+              value("w", [1])]
+    graph = helper.make_graph([], "g", inputs, [value("o", [2, 2], TensorProto.FLOAT16), value("v", None)],
+                              [numpy_helper.from_array(np.zeros((2, 3), np.int64), "w")],
+                              value_info=[value("vi", [5], TensorProto.INT32)])
+    g = Graph(helper.make_model(graph), sizes={"N": 5})
+    assert g.types == {"seq": TensorType(None, ()), "bare": TensorType("float32", ()),
+                       "dims": TensorType("float32", (3, "N", "?")), "untyped": TensorType(None, (2,)),
+                       "w": TensorType("int64", (2, 3)), "o": TensorType("float16", (2, 2)),
+                       "v": TensorType("float32", ("?",)), "vi": TensorType("int32", (5,))}
+    assert g.inputs == ["seq", "bare", "dims", "untyped"] and g.outputs == ["o", "v"]
+    assert [g.nbytes(n) for n in ("seq", "untyped", "missing", "bare", "dims", "o", "vi", "w")] == [
+        0, 0, 0, 4, 60, 8, 20, 48]
+    assert Graph(helper.make_model(graph)).nbytes("dims") == 12
+
+
+def test_liveness_skips_outputs_nothing_reads_and_model_inputs():
+    nodes = [helper.make_node("Neg", ["x"], ["y1"]), helper.make_node("Abs", ["x"], ["t"]),
+             helper.make_node("Exp", ["t"], ["u"]), helper.make_node("Add", ["t", "u"], ["y2"])]
+    g = Graph(make_model(nodes, [value("x", [2])], [value("y1", [2]), value("y2", [2])]))
+    assert g.live_sets() == [[], ["t"], ["t", "u"]]
+    assert [g.crossing(i) for i in range(4)] == [[], ["t"], ["t", "u"], []]
+
+
+def test_compute_estimates_of_unusual_operands():
+    """A vector MatMul; Gemm with other attributes; unknown operand shapes count their output only."""
+    nodes = [helper.make_node("MatMul", ["v", "b"], ["m"]), helper.make_node("Gemm", ["a", "b"], ["g"], transA=0,
+                                                                            transB=0, alpha=2.0),
+             helper.make_node("Gemm", ["a", "bt"], ["g2"], transB=1), helper.make_node("Relu", ["x"], ["r"])]
+    inputs = [value("v", [5]), value("a", [2, 5]), value("x", ["N", 3, "?"])]
+    outputs = [value("m", [3]), value("g", [2, 3]), value("g2", [2, 3]), value("r", ["N", 3, None])]
+    weights = [weight("b", (5, 3)), weight("bt", (3, 5))]
+    g = Graph(make_model(nodes, inputs, outputs, weights), sizes={"N": 4})
+    assert g.costs().tolist() == [15, 30, 30, 12]
+    nodes = [helper.make_node("Gemm", ["p", "q"], ["o"]), helper.make_node("MatMul", ["p", "b"], ["o2"]),
+             helper.make_node("MatMul", ["t", "b"], ["o3"])]
+    untyped = helper.make_graph(nodes, "g", [value("t", [2, 3, 5])],
+                                [value("o", [2, 3]), value("o2", [2, 3]), value("o3", [2, 3, 3])], weights)
+    assert Graph(helper.make_model(untyped)).costs().tolist() == [6, 6, 18 * 5]

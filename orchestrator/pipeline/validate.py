@@ -627,6 +627,8 @@ class Validator:
             first_label, first = news[0][0], news[0][1][name]
             for label, defs in news[1:]:
                 other = defs[name]
+                if UNKNOWN in (first.dtype, other.dtype):
+                    continue  # defined by a step that failed: its error is reported already
                 if other.kind != first.kind:
                     self.error(path, f"tensor '{name}' is {first.kind} in {first_label} but {other.kind} in "
                                      f"{label} (branches must define their outputs alike)")
@@ -687,7 +689,7 @@ class Validator:
                 self.error(where, f"'{nxt}' must be a tensor defined inside the loop body")
             elif s is not None:
                 self.used.add(nxt)
-                if s.kind != n.kind or _provably_different(s.shape, n.shape):
+                if UNKNOWN not in (s.dtype, n.dtype) and (s.kind != n.kind or _provably_different(s.shape, n.shape)):
                     self.error(where, f"'{nxt}' ({n.kind} {shapes.format_shape(n.shape)}) cannot replace "
                                       f"'{state}' ({s.kind} {shapes.format_shape(s.shape)}): dtype and shape "
                                       f"must match")
