@@ -362,3 +362,27 @@ def test_piece_costs_match_the_cuts_and_the_dp_is_optimal(models, name):
                if all(0.5 * mean <= compute[y] - compute[x] <= 1.5 * mean for x, y in ((0, a), (a, b), (b, n))))
     found = _partition(compute, matrix, 3, 0.5, 1.5)
     assert matrix[0, found[0]] + matrix[found[0], found[1]] == pytest.approx(best[0])
+
+
+def test_recurrent_costs_count_batch_and_plain_rnn(tmp_path):
+    """steps = sequence x batch (batch 3 here), for RNN as for LSTM; weights W [dirs, gates*H, I], R [dirs,
+    gates*H, H]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    seq, batch, size, hidden = 5, 3, 4, 6
+    rng = np.random.default_rng(0)
+    weights = {"W": (1, hidden, size), "R": (1, hidden, hidden), "Wl": (1, 4 * hidden, hidden),
+               "Rl": (1, 4 * hidden, hidden)}
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in weights.items()]
+    nodes = [helper.make_node("RNN", ["x", "W", "R"], ["y", ""], hidden_size=hidden),
+             helper.make_node("Squeeze", ["y", "axes"], ["ys"]),
+             helper.make_node("LSTM", ["ys", "Wl", "Rl"], ["z", "", ""], hidden_size=hidden)]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    graph = helper.make_graph(nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, batch, size])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10),
+              str(tmp_path / "rnn.onnx"))
+    loaded = Graph(load_model(tmp_path / "rnn.onnx"))
+    costs = dict(zip((n.op_type for n in loaded.order), loaded.costs(), strict=True))
+    assert costs["RNN"] == seq * batch * (hidden * size + hidden * hidden)
+    assert costs["LSTM"] == seq * batch * (4 * hidden * hidden + 4 * hidden * hidden)
