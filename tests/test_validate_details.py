@@ -9,22 +9,12 @@ import shutil
 
 import pytest
 from conftest import KERNEL_CU, KERNEL_YAML, write
+from test_validate_kernels import PIPELINE  # one kernel step reading k.yaml
 
 from orchestrator.errors import ConfigError
 from orchestrator.kernels.includes import PACKAGE_INCLUDE
 from orchestrator.pipeline.ir import ScalarArg
 from orchestrator.pipeline.load import load_pipeline
-
-PIPELINE = """\
-inputs:
-  x: {dtype: float32, shape: [N, 4]}
-outputs: [z]
-kernels:
-  scale: k.yaml
-steps:
-  - kernel: scale
-    args: {src: x, dst: z, factor: 2.0}
-"""
 
 
 def problems(path) -> list[str]:

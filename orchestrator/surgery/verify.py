@@ -64,14 +64,14 @@ def _worst(wanted: list[np.ndarray], got: list[np.ndarray]) -> float:
 def check_stripped(original: bytes, stripped: bytes, edges, *, name: str, tolerance: float = 1e-4) -> None:
     """Raise unless the stripped model, between the described input transforms and output ops
     (``edges``: an ``EdgeReport``), computes what the original computes."""
-    import onnxruntime as ort
+    import onnx
 
     try:
         feeds = random_feeds(original)
         wanted = run(original, feeds)
     except Exception:  # onnxruntime's own exception types: nothing to compare with
         return
-    names = [o.name for o in ort.InferenceSession(stripped, providers=["CPUExecutionProvider"]).get_outputs()]
+    names = [o.name for o in onnx.load_from_string(stripped).graph.output]  # run() returns them in this order
     got = edges.post(dict(zip(names, run(stripped, edges.pre(feeds)), strict=True)))
     worst = _worst(wanted, list(got.values()))
     if not worst <= tolerance:
