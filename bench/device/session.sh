@@ -17,7 +17,7 @@ step() { local name=$1 limit=$2; shift 2
   echo "$(date +%T) end $name rc=$rc $(grep -E '[0-9]+ (passed|failed)' $R/$name.log | tail -1)" >> $R/progress; }
 # tests build at optimisation level 0 (fastest builds, engines still correct); benchmarks at TensorRT's default.
 # (A command, not a shell function: `timeout` runs programs.)
-tests="env ORCHESTRATOR_TRT_OPT_LEVEL=${TEST_OPT_LEVEL:-0} python -m pytest -m gpu -q -p no:cacheprovider -rfE"
+tests="env ORCHESTRATOR_TRT_OPT_LEVEL=${TEST_OPT_LEVEL:-0} python -m pytest -m gpu -q -p no:cacheprovider -rfE --durations=15"
 serve_env() {  # PyTriton's wheels, carried into /tmp/serve-wheels by earlier calls (bench/device/README.md)
   [ -d /tmp/serve-wheels ] || return 1
   [ -f $R/serve-rig.done ] || { bash bench/serve_rig.sh /tmp/serve-wheels > $R/serve-rig.log 2>&1 && touch $R/serve-rig.done; }
@@ -47,6 +47,9 @@ if [[ $PHASES == *C* ]]; then
   ORCHESTRATOR_BUILD_JOBS=4 step bench_snip 600 python bench/snip_bench.py --quick --cold --out $OUTS/snip_fp16_quick_cold.json
   step bench_instances 330 python bench/instances.py --out $OUTS/instances.json
   step bench_kernels 240 python bench/kernels.py --batch 1 32 --network --out $OUTS/kernels.json
+  # torch.compile and CUDA-graph baselines, outside the rig's environment (bench/README.md)
+  step bench_torch 420 env -u PYTHONPATH /opt/torch/.venv/bin/python3 bench/torch_baseline.py \
+       /tmp/orchestrator-bench/resnet50.npz --batch 1 --precision fp16 --out $OUTS/torch.json
   ( serve_env && step bench_serve 420 python bench/serve_bench.py --seconds 3 --out $OUTS/serve.json )
 fi
 touch $R/done
