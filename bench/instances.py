@@ -114,7 +114,9 @@ SCENARIOS = {"cascade": cascade, "resnet50_fp16_b1": resnet}
 class RawSlot:
     """One stream, one TensorRT context per snippet step of the path, a buffer per tensor, pinned I/O."""
 
-    def __init__(self, orch, steps, input_name: str, output_name: str):
+    def __init__(self, orch, index: int, steps, input_name: str, output_name: str):
+        from collections import Counter
+
         from orchestrator.backends.cuda.driver import DeviceAllocation, PinnedAllocation, Stream
 
         compiled, self.stream = orch.compiled, Stream()
@@ -122,8 +124,16 @@ class RawSlot:
         tensors = {t for s in steps for t in [*s.inputs.values(), *s.outputs.values()]} | {input_name, output_name}
         self.buffers = {t: DeviceAllocation(max(capacity[t], 1)) for t in tensors}
         self.contexts = []
+        taken: Counter = Counter()
         for step in steps:
-            ctx = compiled.snippets[step.snippet].engine.create_execution_context()
+            engine = compiled.snippets[step.snippet].engine
+            ctx = engine.create_execution_context()
+            # concurrent contexts of a dynamic-shape engine need profiles of their own: slot i takes the ones
+            # the orchestrator's instance i uses (it is idle while the raw reference runs)
+            profile = index * max(compiled.uses[step.snippet], 1) + taken[step.snippet]
+            taken[step.snippet] += 1
+            if engine.num_optimization_profiles > 1 and not ctx.set_optimization_profile_async(profile, self.stream.address):
+                raise RuntimeError(f"{step.snippet}: cannot select optimisation profile {profile}")
             for port, tensor in [*step.inputs.items(), *step.outputs.items()]:
                 ctx.set_tensor_address(port, self.buffers[tensor].address)
             for port, tensor in step.inputs.items():
@@ -171,7 +181,7 @@ def path_steps(pipeline, heavy: bool = True):
 
 
 def raw_reference(orch, n: int, feeds: list[dict], input_name: str, output_name: str, duration: float) -> dict:
-    slots = [RawSlot(orch, path_steps(orch.pipeline), input_name, output_name) for _ in range(n)]
+    slots = [RawSlot(orch, i, path_steps(orch.pipeline), input_name, output_name) for i in range(n)]
     free: queue.LifoQueue = queue.LifoQueue()
     for slot in slots:
         free.put(slot)

@@ -125,11 +125,15 @@ def write(folder: Path, text: str, name: str = "pipeline.yaml") -> Path:
 
 
 def pytest_runtest_logreport(report):
-    """With $ORCHESTRATOR_FAILURE_LOG set, each failure is appended there as it happens (device sessions
-    are cut off at a time limit, before pytest's own summary: bench/device/README.md)."""
-    import os
-
+    """With $ORCHESTRATOR_FAILURE_LOG set, each failure is appended there as it happens, and every test's
+    outcome to the same path + ".outcomes" (device sessions are cut off at a time limit, before pytest's
+    own summary: bench/device/README.md). Under pytest-xdist only the worker that ran the test writes."""
     log = os.environ.get("ORCHESTRATOR_FAILURE_LOG")
-    if log and report.failed:
+    if not log or getattr(report, "node", None) is not None:  # ``node``: xdist's controller, a copy
+        return
+    if report.failed:
         with open(log, "a") as f:
             f.write(f"==== {report.nodeid} ({report.when})\n{report.longreprtext[-6000:]}\n")
+    if report.when == "call" or report.outcome != "passed":
+        with open(log + ".outcomes", "a") as f:
+            f.write(f"{report.outcome} {report.when} {report.duration:.1f}s {report.nodeid}\n")

@@ -174,6 +174,11 @@ class FakeEngine:
     def __init__(self, info: Any, profile: dict, copies: int, driver: FakeDriver):
         import onnxruntime as ort
 
+        from orchestrator.errors import CompileError
+
+        if not profile and any(not isinstance(d, int) for spec in info.inputs.values() for d in spec.shape):
+            raise CompileError(f"TensorRT failed to build snippet '{info.name}': Network has dynamic or shape "
+                               f"inputs, but no optimization profile has been defined.")  # as TensorRT 8.6 does
         self.info, self.driver = info, driver
         self.session = ort.InferenceSession(str(info.onnx_path), providers=["CPUExecutionProvider"])
         self.num_optimization_profiles = copies if profile else 1

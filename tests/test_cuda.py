@@ -75,6 +75,7 @@ def test_matting_fp16_matches_reference(cache_dir):
     assert rel_l2(gpu.run(x)["alpha"], cpu.run(x)["alpha"]) <= FP16
 
 
+@pytest.mark.device_memory
 def test_thousand_runs_leave_device_memory_unchanged(cache_dir):
     gpu, _ = pair("cascade", cache_dir)
     x = inputs("cascade", 2)

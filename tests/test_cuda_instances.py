@@ -175,6 +175,7 @@ def _rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@pytest.mark.device_memory
 @pytest.mark.parametrize(("name", "mode", "closed"), [("cascade", False, True), ("cascade", True, False),
                                                       ("hammer", "segments", True)])
 def test_hundred_load_run_close_cycles_leave_memory_flat(hammer_yaml, cache, name, mode, closed):
@@ -204,6 +205,7 @@ def test_hundred_load_run_close_cycles_leave_memory_flat(hammer_yaml, cache, nam
     assert _rss() - rss <= 64 << 20, f"peak RSS grew {(_rss() - rss) / 2**20:.0f} MiB (device: {growth})"
 
 
+@pytest.mark.device_memory
 @pytest.mark.parametrize("mode", MODES, ids=IDS)
 def test_ten_thousand_runs_leave_memory_flat(hammer_yaml, cache, mode):
     with cuda_orch(hammer_yaml, cache, graphs=mode, instances=2) as orch:
@@ -217,6 +219,7 @@ def test_ten_thousand_runs_leave_memory_flat(hammer_yaml, cache, mode):
         assert memory_in_use() == before
 
 
+@pytest.mark.device_memory
 def test_memory_per_extra_instance_is_its_arena(cache):
     """Engines and modules are shared: an extra instance costs its arena (pinned staging is host memory),
     plus the TensorRT contexts' small state."""

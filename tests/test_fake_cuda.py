@@ -122,3 +122,16 @@ def test_multi_tensor_cuts_with_odd_sizes(fake, tmp_path, seed):
             for key in want:
                 np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
     assert fake.outstanding() == {}
+
+
+def test_a_snippet_no_step_runs_is_not_built(fake, workdir, tmp_path):
+    """base.yaml declares 'add' (dynamic N) but no step runs it: there is no shape to build its profile
+    from, and TensorRT refuses a dynamic network without one (seen on the H100), so it is not built."""
+    from conftest import write
+
+    path = write(workdir, "dims:\n  N: {min: 1, opt: 2, max: 4}\n" + (workdir / "base.yaml").read_text(), "b.yaml")
+    with cuda(path, tmp_path) as orch:
+        assert fake.deserialised == ["relu"]
+        x = np.arange(8, dtype=np.float32).reshape(2, 4) - 3
+        got = orch.run({"x": x, "flag": 0})
+    np.testing.assert_array_equal(got["z"], np.maximum(x, 0) * 2)

@@ -136,3 +136,28 @@ def test_available_needs_tensorrt(monkeypatch):
     finally:
         cuda.available.cache_clear()
     assert not ok and "TensorRT cannot be imported" in why
+
+
+LOGGED = """
+def test_passes():
+    pass
+
+def test_fails():
+    assert 1 == 2, "planted"
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-p", "xdist", "-n", "2"]], ids=["serial", "xdist"])
+def test_outcomes_and_failures_are_logged_once_as_they_happen(pytester, monkeypatch, workers):
+    """Device sessions are cut off at a time limit: $ORCHESTRATOR_FAILURE_LOG keeps what ran and failed."""
+    log = pytester.path / "failures.log"
+    monkeypatch.setenv("ORCHESTRATOR_FAILURE_LOG", str(log))
+    pytester.makeconftest(PROJECT_GUARD.format(path=Path(__file__).with_name("conftest.py"))
+                          + "pytest_runtest_logreport = project.pytest_runtest_logreport\n")
+    pytester.makepyfile(test_logged=LOGGED)
+    pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *workers).assert_outcomes(passed=1, failed=1)
+    failures = log.read_text()
+    assert failures.count("==== ") == 1 and "test_logged.py::test_fails (call)" in failures and "planted" in failures
+    outcomes = sorted(line.split()[0] + " " + line.split()[-1] for line in (pytester.path / "failures.log.outcomes")
+                      .read_text().splitlines())
+    assert outcomes == ["failed test_logged.py::test_fails", "passed test_logged.py::test_passes"]

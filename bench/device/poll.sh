@@ -4,6 +4,7 @@
 # last call, or the machine is given back.
 for i in $(seq $(( $1 / 5 ))); do [ -f /tmp/run/done ] && break; sleep 5; done
 cat /tmp/run/progress 2>/dev/null
+[ -f /tmp/run/failures.log.outcomes ] && echo "tests so far: $(cut -d' ' -f1 /tmp/run/failures.log.outcomes | sort | uniq -c | xargs)"
 grep -h "^====" /tmp/run/failures.log 2>/dev/null | sort | uniq
 mkdir -p $OUT && tar czf $OUT/run.tgz -C /tmp run 2>/dev/null
 true

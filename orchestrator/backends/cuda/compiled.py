@@ -48,13 +48,15 @@ class CudaCompiled(CompiledPipeline):
         # precision path, before the first (slow) engine build
         for name, info in pipeline.kernels.items():
             self.kernels[name] = LoadedKernel(info, compile_kernel(info, self.context.info.arch, root))
-        for info in pipeline.snippets.values():
+        # a snippet no step runs (validation warns of it) has no shapes to build a profile from: not built
+        used = {name: info for name, info in pipeline.snippets.items() if self.uses[name]}
+        for info in used.values():
             self.engine_cache.path(info)
-        profiles = {name: self._profile(name) for name in pipeline.snippets}
+        profiles = {name: self._profile(name) for name in used}
         requests = {name: EngineRequest(info, profiles[name], self.profiles_needed(name, profiles[name], options.instances))
-                    for name, info in pipeline.snippets.items()}
+                    for name, info in used.items()}
         engines = self.engine_cache.engines(requests, options.build_jobs)
-        for name, info in pipeline.snippets.items():
+        for name, info in used.items():
             self.snippets[name] = TensorRTSnippet(info, engines[name], dynamic=bool(profiles[name]))
         scratch = max((s.scratch_bytes for s in self.snippets.values()), default=0)
         self.layout: ArenaLayout = layout_arena(pipeline, tensor_bytes(pipeline, self.bounds["max"]), scratch)
