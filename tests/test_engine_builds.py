@@ -106,3 +106,45 @@ def test_build_jobs_option_is_checked(bad):
 
     with pytest.raises(ValueError, match="build_jobs must be an integer >= 1 or None"):
         RunOptions(build_jobs=bad)
+
+
+class FakeTimingCache:
+    """Entries as ';'-separated keys; ``combine`` adds the other's unless told to refuse (TensorRT 8.6 on the
+    H100 kept nothing when combining into a cache that had timed nothing)."""
+
+    refuse = False
+
+    def __init__(self, data: bytes):
+        self.keys = [k for k in data.decode().split(";") if k]
+
+    def combine(self, other: FakeTimingCache, ignore_mismatch: bool) -> bool:
+        if FakeTimingCache.refuse:
+            return False
+        self.keys += [k for k in other.keys if k not in self.keys]
+        return True
+
+    def serialize(self) -> bytes:
+        return ";".join(self.keys).encode()
+
+
+@pytest.fixture
+def fake_timing(monkeypatch):
+    import types
+
+    config = types.SimpleNamespace(create_timing_cache=FakeTimingCache)
+    fake = types.SimpleNamespace(Builder=lambda logger: types.SimpleNamespace(create_builder_config=lambda: config))
+    monkeypatch.setattr(trt, "trt", fake)
+    monkeypatch.setattr(trt, "logger", lambda: None)
+    monkeypatch.setattr(FakeTimingCache, "refuse", False)
+
+
+def test_timing_caches_merge_into_the_larger(fake_timing):
+    assert trt.merge_timing_caches(b"a;b", b"c") == b"a;b;c"
+    assert trt.merge_timing_caches(b"c", b"a;b") == b"a;b;c"  # the larger receives, whichever is ours
+    assert trt.merge_timing_caches(b"a;b", None) == b"a;b"
+
+
+def test_a_refused_merge_keeps_the_larger_cache(fake_timing, caplog):
+    FakeTimingCache.refuse = True
+    assert trt.merge_timing_caches(b"x", b"a;b") == b"a;b"
+    assert "could not combine" in caplog.text

@@ -205,13 +205,19 @@ def build_engine(onnx_bytes: bytes, *, name: str, precision: str, path: str, wor
 
 
 def merge_timing_caches(ours: bytes, theirs: bytes | None) -> bytes:
-    """One timing cache with the entries of both (another process may have written the file meanwhile)."""
+    """One timing cache with the entries of both (another process may have written the file meanwhile).
+    The larger one receives the other's entries: on the H100 with TensorRT 8.6, combining into a cache
+    that had timed nothing kept nothing. Never returns fewer bytes than the larger input."""
     if not theirs:
         return ours
+    larger, smaller = (ours, theirs) if len(ours) >= len(theirs) else (theirs, ours)
     config = trt.Builder(logger()).create_builder_config()
-    merged = config.create_timing_cache(ours)
-    merged.combine(config.create_timing_cache(theirs), True)  # ignore_mismatch: keep ours where they differ
-    return bytes(merged.serialize())
+    merged = config.create_timing_cache(larger)
+    if not merged.combine(config.create_timing_cache(smaller), True):  # ignore_mismatch; same keys: larger's
+        log.warning("orchestrator: TensorRT could not combine two timing caches; keeping the larger")
+        return larger
+    combined = bytes(merged.serialize())
+    return combined if len(combined) >= len(larger) else larger
 
 
 def _network_flags(path: str) -> int:
