@@ -25,30 +25,35 @@ serve_env() {  # PyTriton's wheels, carried into /tmp/serve-wheels by earlier ca
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv > $R/gpu.txt 2>&1
 serve_env || echo "no PyTriton wheels in /tmp/serve-wheels: the serve test will fail" >> $R/progress
 PHASES=${PHASES:-"A B C"}
+BENCH=${BENCH:-"precision kernels torch instances serve snip"}  # phase C's benchmarks, in order
 
 if [[ $PHASES == *A* ]]; then
   # every GPU test but those reading device-wide memory, spread over processes (pytest-xdist; worksteal
   # rebalances long snip tests), beside a lane that builds the benchmarks' engines (their caches warm).
   # $TESTS narrows it (e.g. TESTS="tests/test_cuda_bad_input.py tests/test_cuda_precision.py").
   ( step tests 1080 $tests -m "gpu and not device_memory" -n ${WORKERS:-6} --dist worksteal ${TESTS:-} ) &
-  [ -n "${SKIP_WARM:-}" ] || ( step warm_precision 600 python bench/precision_paths.py --iters 5 --samples 1 --out $OUTS/warm_precision_paths.json
-    step warm_kernels 400 python bench/kernels.py --batch 1 32 --iters 5 --network --out $OUTS/warm_kernels.json
-    step warm_instances 300 python bench/instances.py --duration 0.2 --iters 5 --out $OUTS/warm_instances.json
-    step warm_serve 400 python bench/serve_bench.py --seconds 0.5 --instances 1 --protocols grpc --out $OUTS/warm_serve.json ) &
+  [ -n "${SKIP_WARM:-}" ] || ( for b in $BENCH; do case $b in
+    precision) step warm_precision 600 python bench/precision_paths.py --iters 5 --samples 1 --out $OUTS/warm_precision_paths.json ;;
+    kernels) step warm_kernels 400 python bench/kernels.py --batch 1 32 --iters 5 --network --out $OUTS/warm_kernels.json ;;
+    instances) step warm_instances 300 python bench/instances.py --duration 0.2 --iters 5 --out $OUTS/warm_instances.json ;;
+  esac; done ) &
   wait
 fi
 if [[ $PHASES == *B* ]]; then
   step memory 600 $tests -m "gpu and device_memory"
 fi
-if [[ $PHASES == *C* ]]; then  # most needed first: a session cut off keeps the earlier figures
-  step bench_precision 330 python bench/precision_paths.py --out $OUTS/precision_paths_fp16_b1.json
-  step bench_kernels 240 python bench/kernels.py --batch 1 32 --network --out $OUTS/kernels.json
-  # torch.compile and CUDA-graph baselines, outside the rig's environment (bench/README.md)
-  step bench_torch 420 env -u PYTHONPATH /opt/torch/.venv/bin/python3 bench/torch_baseline.py \
-       /tmp/orchestrator-bench/resnet50.npz --batch 1 --precision fp16 --out $OUTS/torch.json
-  step bench_instances 400 python bench/instances.py --out $OUTS/instances.json
-  step bench_serve 600 python bench/serve_bench.py --seconds 3 --out $OUTS/serve.json
-  # cold: each configuration in an empty engine and timing cache (build times from scratch)
-  ORCHESTRATOR_BUILD_JOBS=${SNIP_BUILD_JOBS:-4} step bench_snip 900 python bench/snip_bench.py --quick --cold --out $OUTS/snip_fp16_quick_cold.json
+if [[ $PHASES == *C* ]]; then  # in $BENCH's order (most needed first: a session cut off keeps the earlier figures)
+  for b in $BENCH; do case $b in
+    precision) step bench_precision 330 python bench/precision_paths.py --out $OUTS/precision_paths_fp16_b1.json ;;
+    kernels) step bench_kernels 240 python bench/kernels.py --batch 1 32 --network --out $OUTS/kernels.json ;;
+    # torch.compile and CUDA-graph baselines, outside the rig's environment (bench/README.md)
+    torch) step bench_torch 420 env -u PYTHONPATH /opt/torch/.venv/bin/python3 bench/torch_baseline.py \
+             /tmp/orchestrator-bench/resnet50.npz --batch 1 --precision fp16 --out $OUTS/torch.json ;;
+    instances) step bench_instances 400 python bench/instances.py --out $OUTS/instances.json ;;
+    serve) step bench_serve 600 python bench/serve_bench.py --seconds 3 --out $OUTS/serve.json ;;
+    # cold: each configuration in an empty engine and timing cache (build times from scratch)
+    snip) ORCHESTRATOR_BUILD_JOBS=${SNIP_BUILD_JOBS:-4} step bench_snip 900 python bench/snip_bench.py --quick --cold \
+            --out $OUTS/snip_fp16_quick_cold.json ;;
+  esac; done
 fi
 touch $R/done
