@@ -2,7 +2,7 @@
 # One device session in the background (start it with `setsid nohup bash bench/device/session.sh &` in the
 # call that installs the rig, then poll with bench/device/poll.sh). Three phases:
 #   A. the GPU tests spread over pytest-xdist workers (tests are not timed; most of their time is engine
-#      builds, which are CPU work), beside a lane that builds the benchmarks' engines (their caches warm);
+#      builds, which are CPU work); with WARM=1 beside a lane that builds the benchmarks' engines;
 #   B. the tests that read device-wide memory use (marker device_memory), alone;
 #   C. the benchmarks, one at a time, alone on the GPU.
 # Each step is bounded; failures are written as they happen (tests/conftest.py), so a session cut off
@@ -29,10 +29,12 @@ BENCH=${BENCH:-"precision kernels torch instances serve snip"}  # phase C's benc
 
 if [[ $PHASES == *A* ]]; then
   # every GPU test but those reading device-wide memory, spread over processes (pytest-xdist; worksteal
-  # rebalances long snip tests), beside a lane that builds the benchmarks' engines (their caches warm).
+  # rebalances long snip tests).
   # $TESTS narrows it (e.g. TESTS="tests/test_cuda_bad_input.py tests/test_cuda_precision.py").
   ( step tests 1080 $tests -m "gpu and not device_memory" -n ${WORKERS:-6} --dist worksteal ${TESTS:-} ) &
-  [ -n "${SKIP_WARM:-}" ] || ( for b in $BENCH; do case $b in
+  # Off unless WARM=1: TensorRT times tactics while it builds, and engines built beside the tests came out
+  # slower (bench/README.md, run 8), so benchmark engines are built in phase C, alone.
+  [ -z "${WARM:-}" ] || ( for b in $BENCH; do case $b in
     precision) step warm_precision 600 python bench/precision_paths.py --iters 5 --samples 1 --out $OUTS/warm_precision_paths.json ;;
     kernels) step warm_kernels 400 python bench/kernels.py --batch 1 32 --iters 5 --network --out $OUTS/warm_kernels.json ;;
     instances) step warm_instances 300 python bench/instances.py --duration 0.2 --iters 5 --out $OUTS/warm_instances.json ;;
