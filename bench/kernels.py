@@ -1,6 +1,7 @@
 """The example pre/post-processing kernels, one thread per element/row (``preprocess``, ``softmax``,
 ``topk``) against the fast ones (``*_fast``: vectorised single-pass preprocess and softmax, block-parallel
-top-k with warp shuffles), and the ResNet-50 pipeline's time over TensorRT alone with each set.
+top-k with warp shuffles, and ``softmax_topk_fast``, both in one kernel), and the ResNet-50 pipeline's time
+over TensorRT alone with each set (``pipeline_fused``: preprocess_fast + softmax_topk_fast).
 
 On the device (rig Python):
     python bench/kernels.py --batch 1 32 --out bench/results/kernels.json
@@ -33,8 +34,11 @@ STEPS = {
     "preprocess": "  - {kernel: preprocess, args: {image: image, mean: mean, std: std, out: x}}\n",
     "softmax": "  - {kernel: softmax, args: {logits: logits, probs: probs}}\n",
     "topk": "  - {kernel: topk, args: {probs: PROBS, index: top5_index, value: top5_prob}}\n",
+    "softmax_topk": "  - {kernel: softmax_topk, args: {logits: logits, index: top5_index, value: top5_prob}}\n",
 }
-OUTPUTS = {"preprocess": ["x"], "softmax": ["probs"], "topk": ["top5_index", "top5_prob"]}
+OUTPUTS = {"preprocess": ["x"], "softmax": ["probs"], "topk": ["top5_index", "top5_prob"],
+           "softmax_topk": ["top5_index", "top5_prob"]}
+FUSED = (["softmax_topk"], ["preprocess", "softmax_topk"])  # softmax_topk_fast: softmax + top-k in one kernel
 
 
 def kernel_pipeline(which: list[str], suffix: str, batch: int) -> str:
@@ -42,7 +46,7 @@ def kernel_pipeline(which: list[str], suffix: str, batch: int) -> str:
     inputs = {"image": "{dtype: uint8, shape: [N, 224, 224, 3]}", "logits": "{dtype: float32, shape: [N, 1000]}",
               "probs_in": "{dtype: float32, shape: [N, 1000]}"}
     needed = {"image"} if "preprocess" in which else set()
-    needed |= {"logits"} if "softmax" in which else set()
+    needed |= {"logits"} if {"softmax", "softmax_topk"} & set(which) else set()
     needed |= {"probs_in"} if "topk" in which and "softmax" not in which else set()
     outputs = [o for k in which for o in OUTPUTS[k]]
     text = f"name: kernels{suffix}\ndims: {{N: {{min: {batch}, opt: {batch}, max: {batch}}}}}\ninputs:\n"
@@ -77,7 +81,8 @@ def configurations(batches: list[int], folder: Path):
     for batch in batches:
         data = feeds(batch)
         for suffix in ("", "_fast"):
-            for which in (["preprocess"], ["softmax"], ["topk"], ["preprocess", "softmax", "topk"]):
+            sets = (["preprocess"], ["softmax"], ["topk"], ["preprocess", "softmax", "topk"])
+            for which in sets + (FUSED if suffix else ()):
                 name = f"{'+'.join(which)}{suffix}_b{batch}"
                 pipeline = load(kernel_pipeline(which, suffix, batch), folder, name.replace("+", "_"))
                 yield name, pipeline, {k: v for k, v in data.items() if k in pipeline.inputs}
@@ -109,10 +114,12 @@ def network_overhead(batch: int, iters: int, cache: Path, stream) -> dict:
     onnx = resnet50.snip_model(model, cache, batch, "fp16", 1).pieces[0]
     image = {"image": np.random.default_rng(1).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)}
     result = {"tensorrt": resnet50.tensorrt_alone(model, "fp16", batch, iters, cache, stream)}
-    for suffix in ("", "_fast"):
+    for suffix in ("", "_fast", "_fused"):
         text = resnet50.PIPELINE.format(batch=batch, onnx=onnx.as_posix(), precision="fp16", kernels=KERNELS)
         for k in ("preprocess", "softmax", "topk"):
-            text = text.replace(f"/{k}.yaml", f"/{k}{suffix}.yaml")
+            text = text.replace(f"/{k}.yaml", f"/{k}{'_fast' if suffix else ''}.yaml")
+        if suffix == "_fused":
+            text = fuse_softmax_topk(text)
         path = onnx.parent / f"full_pipeline{suffix}.yaml"
         path.write_text(text)
         run = resnet50.time_orchestrator(load_pipeline(path), image, ["graph"], iters, cache, stream)
@@ -121,6 +128,20 @@ def network_overhead(batch: int, iters: int, cache: Path, stream) -> dict:
             run[f"{mode}_overhead_us"] = (run[mode]["median_ms"] - floor) * 1e3
         result[f"pipeline{suffix}"] = run
     return result
+
+
+def fuse_softmax_topk(text: str) -> str:
+    """The full pipeline with its softmax_fast and topk_fast steps replaced by one softmax_topk_fast step."""
+    kernels = (f"  softmax: {KERNELS}/softmax_fast.yaml\n  topk: {KERNELS}/topk_fast.yaml\n",
+               f"  softmax_topk: {KERNELS}/softmax_topk_fast.yaml\n")
+    steps = ("  - kernel: softmax\n    args: {logits: logits, probs: probs}\n"
+             "  - kernel: topk\n    args: {probs: probs, index: top5_index, value: top5_prob}\n",
+             "  - kernel: softmax_topk\n    args: {logits: logits, index: top5_index, value: top5_prob}\n")
+    for old, new in (kernels, steps):
+        if old not in text:
+            raise AssertionError(f"the pipeline template changed: {old!r} not found")
+        text = text.replace(old, new)
+    return text
 
 
 def main() -> None:

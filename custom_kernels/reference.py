@@ -21,6 +21,10 @@ def topk(probs, k=5):
     return index, np.take_along_axis(probs, index, axis=-1).astype(np.float32)
 
 
+def softmax_topk(logits, k=5):
+    return topk(softmax(logits), k)
+
+
 def max_prob(logits):
     return np.array([softmax(logits).max(axis=-1).min()], dtype=np.float32)
 

@@ -21,7 +21,7 @@ inputs:
   image: {{dtype: uint8, shape: [N, H, W, 3]}}
   logits: {{dtype: float32, shape: [R, C]}}
   scores: {{dtype: float32, shape: [R, C]}}
-outputs: [x, probs, top_index, top_value]
+outputs: [x, probs, top_index, top_value, fused_index, fused_value, tied_index, tied_value]
 constants:
   mean: {{value: [0.485, 0.456, 0.406], dtype: float32}}
   std: {{value: [0.229, 0.224, 0.225], dtype: float32}}
@@ -29,10 +29,13 @@ kernels:
   preprocess: {KERNELS}/preprocess_fast.yaml
   softmax: {KERNELS}/softmax_fast.yaml
   topk: {KERNELS}/topk_fast.yaml
+  softmax_topk: {KERNELS}/softmax_topk_fast.yaml
 steps:
   - {{kernel: preprocess, args: {{image: image, mean: mean, std: std, out: x}}}}
   - {{kernel: softmax, args: {{logits: logits, probs: probs}}}}
   - {{kernel: topk, args: {{probs: scores, index: top_index, value: top_value}}}}
+  - {{kernel: softmax_topk, args: {{logits: logits, index: fused_index, value: fused_value}}}}
+  - {{kernel: softmax_topk, args: {{logits: scores, index: tied_index, value: tied_value}}}}
 """
 
 
@@ -57,7 +60,7 @@ def test_fast_kernels_are_drop_in_replacements(fast, old):
         assert new.template_args == before.template_args and new.entry == f"{name}_fast"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "softmax_topk"])
 def test_fast_kernels_compile_without_local_memory(fast, tmp_path, name):
     compiled = compile_kernel(fast.kernels[name], "sm_90", tmp_path)
     assert compiled.kind == "cubin" and f"{name}_fast" in compiled.lowered_name
@@ -88,4 +91,26 @@ def test_fast_kernels_match_the_reference_on_the_gpu(fast):
             np.testing.assert_allclose(got["probs"], want["probs"], rtol=1e-5, atol=1e-7, err_msg=str(shape))
             np.testing.assert_array_equal(got["top_index"], want["top_index"], err_msg=str(shape))
             np.testing.assert_array_equal(got["top_value"], want["top_value"], err_msg=str(shape))
+            for fused in ("fused", "tied"):  # the fused kernel sums in another order than numpy
+                np.testing.assert_array_equal(got[f"{fused}_index"], want[f"{fused}_index"], err_msg=str(shape))
+                np.testing.assert_allclose(got[f"{fused}_value"], want[f"{fused}_value"], rtol=1e-5, atol=1e-7,
+                                           err_msg=str(shape))
 
+
+
+def test_fused_softmax_topk_has_the_contract_of_the_two_kernels_it_replaces(fast):
+    """One kernel where softmax_fast then topk_fast ran: same input, same outputs, the two references composed."""
+    fused, softmax, topk = (fast.kernels[n] for n in ("softmax_topk", "softmax", "topk"))
+    assert [(a.name, a.dtype, a.shape) for a in fused.args if a.kind == "in"] == \
+           [(a.name, a.dtype, a.shape) for a in softmax.args if a.kind == "in"]
+    assert [(a.name, a.dtype, a.shape) for a in fused.args if a.kind != "in"] == \
+           [(a.name, a.dtype, a.shape) for a in topk.args if a.kind != "in"]
+    from orchestrator.pipeline.references import load_reference
+
+    def reference(kernel):
+        return load_reference(kernel.reference_path, kernel.reference_function)
+
+    logits = np.random.default_rng(3).standard_normal((3, 1000)).astype(np.float32)
+    composed = reference(topk)(reference(softmax)(logits))
+    for got, want in zip(reference(fused)(logits), composed, strict=True):
+        np.testing.assert_array_equal(got, want)
