@@ -8,6 +8,7 @@ each, without a traceback unless ``--debug``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -71,10 +72,10 @@ def _steps(pipeline):
     return (n for n in walk(pipeline.body) if isinstance(n, SnippetCall | KernelCall))
 
 
-def _load_inputs(path: str) -> dict[str, np.ndarray]:
-    from .inputs import load_npz
+def _load_inputs(path: str, pipeline=None) -> dict[str, np.ndarray]:
+    from .inputs import load_npz, max_elements
 
-    return load_npz(path)
+    return load_npz(path, max_elements(pipeline) if pipeline is not None else None)
 
 
 def _inputs(args: argparse.Namespace, pipeline) -> dict[str, np.ndarray]:
@@ -90,7 +91,7 @@ def _inputs(args: argparse.Namespace, pipeline) -> dict[str, np.ndarray]:
     elif args.seed is not None:
         raise OrchestratorError("--seed applies to --inputs random only")
     else:
-        inputs = _load_inputs(args.inputs)
+        inputs = _load_inputs(args.inputs, pipeline)
     inputs.update(settings)
     return inputs
 
@@ -107,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         outputs = orch.run(inputs)
         device = orch.device
     if args.output:
-        np.savez(args.output, **outputs)
+        _write_npz(Path(args.output), outputs)
     print(f"{args.pipeline}: ran on {device}")
     for name, value in outputs.items():
         stats = f"min {value.min():.4g} max {value.max():.4g} mean {value.mean():.4g}" if value.size else "empty"
@@ -217,6 +218,23 @@ def _check_writable(path: str | None, option: str) -> None:
         raise OrchestratorError(f"{option} {path} is a folder; give a file name")
     if not os.access(folder, os.W_OK):
         raise OrchestratorError(f"{option} {path}: folder {folder} is not writable")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to exactly ``path`` (np.savez would add '.npz'), atomically when it is a regular file
+    or absent, so a failed write leaves an earlier result whole; a device or FIFO (/dev/stdout) directly."""
+    from .cache import write_file_atomic
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    if path.exists() and not path.is_file():
+        try:
+            with path.open("wb") as f:
+                f.write(buffer.getvalue())
+        except OSError as exc:
+            raise OrchestratorError(f"--output {path}: cannot write: {exc.strerror or exc}") from None
+    else:
+        write_file_atomic(path, buffer.getvalue())
 
 
 def _check_folder(path: str | None, option: str) -> None:

@@ -7,6 +7,7 @@ launch rules use. Errors are one line and name the input, what was expected and 
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     for name in dtypes.DTYPES}
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+def load_npz(path: str | Path, limits: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (one per input), with one-line errors for everything else: a FIFO or
-    device, an ``.npy`` file, a truncated or corrupt archive, pickled objects."""
+    device, an ``.npy`` file, a truncated or corrupt archive, pickled objects, members that are not arrays.
+    ``limits`` caps the elements of named arrays (see ``max_elements``): every member's header is read and
+    checked before its data is, so a header claiming a huge shape allocates nothing."""
     name = display_name(Path(path))
     try:
         file = open_regular(Path(path), MAX_INPUT_BYTES)
@@ -48,11 +51,55 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             raise InputError(f"{name} is not an .npz file (numpy.savez('inputs.npz', name=array, ...) makes one)")
         file.seek(0)
         try:
-            with np.load(file, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
-        except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError (pickles): the file's fault
+            with zipfile.ZipFile(file) as archive:
+                return {info.filename.removesuffix(".npy"): _npz_member(name, archive, info, limits or {})
+                        for info in archive.infolist()}
+        except InputError:
+            raise
+        except Exception as exc:  # BadZipFile, EOFError, zlib.error, ValueError: the file's fault
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{name}: cannot read the .npz archive ({detail}); is it truncated?") from None
+
+
+def _npz_member(name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Mapping[str, int]) -> np.ndarray:
+    """One array of an .npz archive, its header checked before its data is read."""
+    key = info.filename.removesuffix(".npy")
+    fmt = np.lib.format
+    with archive.open(info) as member:
+        if member.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+            raise InputError(f"{name}: member '{_describe_key(info.filename)}' is not a .npy array "
+                             f"(numpy.savez writes one per input)")
+        major = member.read(2)[0]
+        shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(member)
+    if dtype.hasobject:
+        raise InputError(f"{name}: '{_describe_key(key)}' is an array of Python objects, which is not loaded "
+                         f"(unpickling runs code); save numeric arrays")
+    count, what = math.prod(shape), _describe_key(key)
+    nbytes = count * dtype.itemsize
+    if count > limits.get(key, count):
+        why = f"more than input '{what}' takes at its dims' max bounds ({limits[key]:,} elements)"
+    elif nbytes > MAX_INPUT_BYTES:
+        why = f"more than the limit of {MAX_INPUT_BYTES:,} bytes per input"
+    elif nbytes > info.file_size:
+        why = f"but the archive holds {info.file_size:,} bytes for it; is it truncated?"
+    else:
+        why = None
+    if why:
+        raise InputError(f"{name}: '{what}' claims shape {list(shape)} {dtype} ({nbytes:,} bytes), {why}")
+    with archive.open(info) as member:
+        return fmt.read_array(member, allow_pickle=False)
+
+
+def max_elements(pipeline: Pipeline) -> dict[str, int]:
+    """The most elements each input can have (host inputs: one), for inputs whose every dimension is a
+    number or a bounded symbol (an expression's maximum is not sought: those inputs are left out)."""
+    bounds: dict[Any, int] = {dim: b.max for dim, b in pipeline.dims.items()}
+    limits = {}
+    for name, info in pipeline.inputs.items():
+        sizes = [d if isinstance(d, int) else bounds.get(d) for d in info.shape]
+        if None not in sizes:
+            limits[name] = math.prod(sizes)  # type: ignore[arg-type]
+    return limits
 
 
 def check_inputs(pipeline: Pipeline, given: Mapping[str, Any],
@@ -208,6 +255,9 @@ def _contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...
 
 
 def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise InputError(f"input '{name}': a masked array with {np.ma.count_masked(value)} masked element(s); "
+                         f"the pipeline reads every element: pass value.filled(...) or value.data")
     if isinstance(value, np.ndarray):
         return native_order(np.asarray(value, order="C"))  # not ascontiguousarray: it makes rank 0 rank 1
     device = _device_array(f"input '{name}'", value)

@@ -9,13 +9,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
-from .errors import ExecutionError, InternalError
+from .errors import ExecutionError
 
 T = TypeVar("T")
 
 
 class PoolTimeout(ExecutionError):
     """No instance became free within the timeout."""
+
+
+class ClosedError(ExecutionError):
+    """The Orchestrator was used after ``close()``."""
 
 
 class InstancePool(Generic[T]):
@@ -29,6 +33,7 @@ class InstancePool(Generic[T]):
         for instance in self.instances:
             self._free.put(instance)
         self._closed = threading.Event()
+        self._held = threading.local()  # how many instances the current thread holds
 
     @contextmanager
     def acquire(self, timeout: float | None = None) -> Iterator[T]:
@@ -41,13 +46,19 @@ class InstancePool(Generic[T]):
 
     def give(self, instance: T) -> None:
         """Return an instance from ``take``."""
+        self._held.count = getattr(self._held, "count", 1) - 1
         self._free.put(instance)
 
     def take(self, timeout: float | None = None) -> T:
         """A free instance (waiting up to ``timeout`` s, default the pool's); give it back with ``give``."""
         timeout = self.timeout if timeout is None else timeout
         if self._closed.is_set():
-            raise InternalError("Orchestrator used after close()")
+            raise ClosedError("Orchestrator used after close()")
+        held = getattr(self._held, "count", 0)
+        if held >= len(self.instances) and timeout is None:  # it would wait for this very thread, forever
+            raise ExecutionError(f"run() called while this thread already holds all {held} instance(s) "
+                                 f"(from an observer callback, or inside acquire()); it would wait forever: "
+                                 f"run it after the outer run returns, or pass more instances=")
         try:
             instance = self._free.get(timeout=timeout)
         except queue.Empty:
@@ -55,7 +66,8 @@ class InstancePool(Generic[T]):
                               f"pass more instances= or a longer timeout=") from None
         if self._closed.is_set():
             self._free.put(instance)
-            raise InternalError("Orchestrator used after close()")
+            raise ClosedError("Orchestrator used after close()")
+        self._held.count = held + 1
         return instance
 
     def drain(self) -> list[T]:

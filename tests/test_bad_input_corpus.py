@@ -143,7 +143,9 @@ CASES = [
     Case("reference_fifo", "hang", then(lambda w: fifo(w / "ref.py"), validate), 1, "ref.py is a named pipe",
          "scale.yaml:9"),
     Case("inputs_fifo", "hang", then(lambda w: fifo(w / "in.npz"), run), 1, "in.npz is a named pipe", "in.npz"),
-    Case("header_fifo", "hang", then(lambda w: fifo(w / "extra.cuh"), lambda w: validate(w, "--compile")), 1,
+    Case("header_fifo", "hang", then(lambda w: fifo(w / "extra.cuh"),
+                                     lambda w: edit(w, "scale.cu", 'extern', '#include "extra.cuh"\nextern'),
+                                     lambda w: validate(w, "--compile")), 1,
          "extra.cuh is a named pipe", "scale.yaml:1"),
     # --- user mistakes that were internal errors -------------------------------------------------------
     Case("pipeline_not_utf8", "internal",

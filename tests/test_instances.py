@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hammer import hammer, make_inputs, pipeline, reference
 
-from orchestrator import InputError, InternalError, MissingDependencyError, Orchestrator
+from orchestrator import InputError, MissingDependencyError, Orchestrator
 from orchestrator.options import RunOptions
-from orchestrator.pool import PoolTimeout
+from orchestrator.pool import ClosedError, PoolTimeout
 
 
 @pytest.mark.parametrize("instances", [1, 3])
@@ -104,7 +104,7 @@ def test_close_releases_every_instance_and_refuses_later_runs(workdir):
     orch.close()
     orch.close()  # idempotent
     assert all(b._closed for b in backends)
-    with pytest.raises(InternalError, match="after close"):
+    with pytest.raises(ClosedError, match="after close"):
         orch.run(make_inputs(np.random.default_rng(0)))
 
 

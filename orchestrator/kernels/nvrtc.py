@@ -8,6 +8,7 @@ first error, and the whole NVRTC log in ``.log``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from .. import cache
 from ..errors import CompileError, ConfigError
 from ..pipeline.ir import KernelInfo
-from ..pipeline.source import FileReadError, display_name, read_text
+from ..pipeline.source import MAX_TEXT_BYTES, FileReadError, display_name, read_bytes
 from . import prototype
 
 log = logging.getLogger("orchestrator")
@@ -56,15 +57,34 @@ def compile_options(kernel: KernelInfo, arch: str) -> list[str]:
     return options + list(kernel.options)
 
 
-def _headers(kernel: KernelInfo) -> list[str]:
-    """The headers next to the kernel (part of the cache key): regular UTF-8 files only."""
-    parts = []
-    for folder in kernel.include_dirs:
-        for header in sorted(folder.glob("*.cuh")) + sorted(folder.glob("*.h")):
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*[<"]([^>"\n]+)[>"]', re.M)
+MAX_HEADERS = 1000
+
+
+def _headers(kernel: KernelInfo) -> list[bytes]:
+    """Every file the source includes, directly or through other headers, found as NVRTC finds it (the
+    including file's folder, then the include path), with its bytes: part of the cache key, so editing any
+    of them recompiles. Only included files are read (an unreadable file that no kernel includes does not
+    matter); a directive under ``#if 0`` is followed too, which only makes the key larger."""
+    parts: list[bytes] = []
+    seen: set[str] = set()
+    pending = [(kernel.source, kernel.include_dirs[0])]
+    while pending:
+        text, folder = pending.pop()
+        for name in _INCLUDE.findall(text):
+            found = next((c for c in (folder / name, *(d / name for d in kernel.include_dirs))
+                          if os.path.lexists(c)), None)
+            if found is None or os.path.isdir(found) or os.path.realpath(found) in seen:
+                continue  # NVRTC reports what it cannot open
+            seen.add(os.path.realpath(found))
+            if len(seen) > MAX_HEADERS:
+                raise CompileError(f"kernel '{kernel.name}': includes more than {MAX_HEADERS} files")
             try:
-                parts.append(header.name + read_text(header))
+                data = read_bytes(found, MAX_TEXT_BYTES)
             except FileReadError as exc:
                 raise CompileError(f"kernel '{kernel.name}': header {exc}") from None
+            parts.append(str(found).encode() + b"\0" + data)
+            pending.append((data.decode(errors="replace"), found.parent))
     return parts
 
 
@@ -86,7 +106,7 @@ def compile_kernel(kernel: KernelInfo, arch: str, cache_root: Path | None = None
 
 
 def compile_source(name: str, source: str, expression: str, target: str, options: list[str],
-                   source_name: str, headers: list[str] = (), cache_root: Path | None = None) -> CompiledKernel:
+                   source_name: str, headers: list[bytes] = (), cache_root: Path | None = None) -> CompiledKernel:
     """Compile one entry point of a CUDA source (cached by source, headers, options and NVRTC version)."""
     key = cache.digest(source, *headers, {"options": options, "name": expression, "nvrtc": nvrtc_version()})
     entry = cache.cache_dir(cache_root) / "kernels" / f"{name}-{key[:24]}"

@@ -46,12 +46,16 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+DimSize = Annotated[PositiveInt, Field(le=2**31 - 1)]
+"""A bound of a symbolic dimension: TensorRT 8.6 dimensions and kernels' element counts are 32-bit."""
+
+
 class DimBounds(Model):
     """Bounds of a symbolic dimension, used for TensorRT optimisation profiles and memory planning."""
 
-    min: PositiveInt
-    opt: PositiveInt
-    max: PositiveInt
+    min: DimSize
+    opt: DimSize
+    max: DimSize
 
     @model_validator(mode="after")
     def _ordered(self) -> DimBounds:

@@ -23,6 +23,7 @@ YamlPath = tuple[str | int, ...]
 MAX_YAML_BYTES = 4 << 20  # pipelines and kernel descriptions are hand-written: a few KiB
 MAX_TEXT_BYTES = 16 << 20  # kernel sources, headers, references
 MAX_DEPTH = 64  # nesting of mappings and sequences, aliases followed
+MAX_INT_CHARS = 100
 MAX_VALUES = 100_000  # values after expanding aliases (a "billion laughs" file expands to 10^9)
 
 _KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"),
@@ -192,6 +193,18 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """PyYAML's, for integers of at most MAX_INT_CHARS characters (Python refuses to convert more than
+        4300 decimal digits, and no dimension or scalar needs a hundred)."""
+        if len(node.value) > MAX_INT_CHARS:
+            raise _YamlLimit(node.start_mark, f"an integer written with {len(node.value):,} characters "
+                                              f"(at most {MAX_INT_CHARS})")
+        return super().construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -572,6 +572,11 @@ class Validator:
         if is_int and not isinstance(bound, int):
             self.error(where, f"scalar argument '{arg.name}' is {arg.dtype}; {bound!r} is not an integer")
             return None
+        outside = _outside_range(bound, dtypes.to_numpy(arg.dtype))
+        if outside:
+            text = repr(bound) if len(repr(bound)) <= 40 else f"{repr(bound)[:20]}... ({len(repr(bound))} digits)"
+            self.error(where, f"scalar argument '{arg.name}' is {arg.dtype}; {text} is {outside}")
+            return None
         return ScalarArg(literal=bound)
 
     def kernel_output(self, step, arg: KernelArgInfo, path, scope, env, tensors) -> None:
@@ -770,3 +775,17 @@ def _provably_different(a, b) -> bool:
     if len(a) != len(b):
         return True
     return any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b, strict=True))
+
+
+def _outside_range(value: int | float, dtype: np.dtype) -> str | None:
+    """Why a literal kernel scalar does not fit its dtype (it would wrap, or round to infinity), or None.
+    NaN and infinities written as such (.nan, .inf) are taken as meant."""
+    if dtype.kind in "iu":
+        low, high = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        return None if low <= value <= high else f"outside its range ({low} to {high})"
+    largest = float(np.finfo(dtype).max) if dtype.kind == "f" else 0.0
+    try:
+        too_big = dtype.kind == "f" and largest < abs(float(value)) < float("inf")
+    except OverflowError:  # an integer beyond any float
+        too_big = True
+    return f"beyond its range (largest {largest:.6g})" if too_big else None

@@ -77,7 +77,10 @@ class CpuBackend(Backend):
         return value.reshape(-1)[0].item()
 
     def _outputs_impl(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return {n: self.values[n] for n in names}
+        # copies of what the caller or the pipeline owns: an output that is an input (the caller's own array),
+        # a constant, or a read-only view a reference returned
+        inputs, values = self.pipeline.inputs, self.values
+        return {n: values[n].copy() if n in inputs or not values[n].flags.writeable else values[n] for n in names}
 
     def _poison_impl(self, tensor: str) -> None:
         value = self.values.get(tensor)
