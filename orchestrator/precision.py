@@ -23,7 +23,7 @@ import numpy as np
 from . import cache
 from .errors import CompileError
 
-FORMAT_VERSION = 1  # bump when what we do around the converter changes: converted models are re-made
+FORMAT_VERSION = 2  # bump when what we do around the converter changes: converted models are re-made
 FP16_MAX = 65504.0
 
 
@@ -68,6 +68,7 @@ def convert(onnx_bytes: bytes, conversion: Conversion, *, name: str = "model") -
                                                      op_block_list=sorted(block_ops), node_block_list=keep_nodes)
     except Exception as exc:  # the converter raises ValueError, KeyError, ... on graphs it cannot handle
         raise CompileError(f"snippet '{name}': fp16 conversion failed: {type(exc).__name__}: {exc}") from None
+    _cast_to_fp16(model.graph)
     _read_fp16_outputs_inside(model.graph, lambda n: n.op_type in block_ops or n.name in keep_nodes)
     _store_ports_as_fp16(model.graph, conversion.fp16_ports)
     if conversion.precision == "bf16":
@@ -110,6 +111,19 @@ def _separate_kept_outputs(graph, keeps_fp32) -> None:
                 for reader in graph.node:
                     reader.input[:] = [inner if x == name else x for x in reader.input]
                 graph.node.append(helper.make_node("Identity", [inner], [name], name=f"{name}__output"))
+
+
+def _cast_to_fp16(graph) -> None:
+    """The converter types a model's own ``Cast(to=float)`` outputs float16 (an exporter's int64 -> float of
+    a position index or a mask) but leaves ``to`` at float, which onnxruntime and TensorRT refuse: such a
+    Cast casts to float16. Its own casts back to float32 keep a float32 value_info and stay."""
+    from onnx import TensorProto, helper
+
+    fp16 = {v.name for v in [*graph.value_info, *graph.output] if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    for node in graph.node:
+        for i, attr in enumerate(node.attribute):
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT and node.output[0] in fp16:
+                node.attribute[i].CopyFrom(helper.make_attribute("to", TensorProto.FLOAT16))
 
 
 def _read_fp16_outputs_inside(graph, keeps_fp32) -> None:

@@ -1,0 +1,59 @@
+"""Patterns that the real ``torch.onnx.export`` (TorchScript at opset 17, dynamo at opset 18+) writes and
+that broke snip, optimize or advise on real models, each rebuilt here with onnx.helper (CI has no torch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from orchestrator.precision import Conversion, convert
+
+FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
+rng = np.random.default_rng(0)
+
+
+def _model(nodes, inputs, outputs, weights=(), opset: int = 17):
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info(*i) for i in inputs],
+                              [helper.make_tensor_value_info(*o) for o in outputs],
+                              [numpy_helper.from_array(w, n) for n, w in weights])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+
+
+def position_scaled() -> onnx.ModelProto:
+    """GPT-2/BERT/Llama exports: Range -> Cast(to=float) of positions (or a mask) feeding float compute."""
+    nodes = [helper.make_node("Range", ["start", "limit", "delta"], ["pos"], name="/Range"),
+             helper.make_node("Cast", ["pos"], ["posf"], to=FLOAT, name="/Cast"),
+             helper.make_node("Mul", ["posf", "inv"], ["angles"], name="/Mul"),
+             helper.make_node("Add", ["x", "angles"], ["y"], name="/Add")]
+    weights = [("start", np.array(0, np.int64)), ("limit", np.array(8, np.int64)), ("delta", np.array(1, np.int64)),
+               ("inv", np.float32(0.25))]
+    return _model(nodes, [("x", FLOAT, [2, 8])], [("y", FLOAT, [2, 8])], weights)
+
+
+def test_fp16_conversion_casts_an_exporters_int_to_float_cast_to_fp16():
+    data = position_scaled().SerializeToString()
+    converted = convert(data, Conversion("fp16"))
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    (got,) = ort.InferenceSession(converted, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got, x + np.arange(8) * 0.25, atol=1e-2)
+
+
+def test_advise_measures_fp16_of_a_transpose_then_matmul_without_crashing(tmp_path):
+    """A GRU's output (seq, batch, hidden) transposed to batch-first, then a Linear: converted to fp16, this
+    crashed onnxruntime 1.32's NHWC layout transformer (a segfault, so the check runs in a subprocess)."""
+    w = rng.standard_normal((16, 4)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]), helper.make_node("MatMul", ["t", "w"], ["y"])]
+    onnx.save(_model(nodes, [("x", FLOAT, [10, 1, 16])], [("y", FLOAT, [1, 10, 4])], [("w", w)]), tmp_path / "s.onnx")
+    (tmp_path / "p.yaml").write_text(
+        "name: t\ninputs:\n  x: {dtype: float32, shape: [10, 1, 16]}\noutputs: [y]\nsnippets:\n  s: {onnx: s.onnx}\n"
+        "steps:\n  - snippet: s\n    inputs: {x: x}\n    outputs: {y: y}\n")
+    np.savez(tmp_path / "in.npz", x=rng.standard_normal((10, 1, 16)).astype(np.float32))
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "advise", str(tmp_path / "p.yaml"), "--inputs",
+                           str(tmp_path / "in.npz"), "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "measured fp16 vs fp32 error" in done.stdout
