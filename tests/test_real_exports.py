@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from orchestrator.precision import Conversion, convert
@@ -57,3 +59,44 @@ def test_advise_measures_fp16_of_a_transpose_then_matmul_without_crashing(tmp_pa
                            str(tmp_path / "in.npz"), "--device", "cpu"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "measured fp16 vs fp32 error" in done.stdout
+
+
+def _external_data_model(folder: Path) -> Path:
+    """The dynamo exporter's default: weights in ``model.onnx.data`` beside ``model.onnx``."""
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    model = _model([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Relu", ["m"], ["y"])],
+                   [("x", FLOAT, [2, 8])], [("y", FLOAT, [2, 4])], [("w", w)], opset=18)
+    folder.mkdir()
+    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    return folder / "model.onnx"
+
+
+def test_models_with_external_data_optimize_and_run_from_another_directory(tmp_path, monkeypatch):
+    from orchestrator import Orchestrator
+    from orchestrator.surgery import optimize_file
+
+    path = _external_data_model(tmp_path / "export")
+    monkeypatch.chdir(tmp_path)  # not the model's folder: the data must be found beside the model
+    optimize_file(path, tmp_path / "opt.onnx")
+    assert not onnx.load(tmp_path / "opt.onnx", load_external_data=False).graph.initializer[0].external_data
+    for optimize in ("false", "true"):
+        (tmp_path / "export" / "p.yaml").write_text(
+            f"name: t\ninputs:\n  x: {{dtype: float32, shape: [2, 8]}}\noutputs: [y]\n"
+            f"snippets:\n  s: {{onnx: model.onnx, optimize: {optimize}}}\n"
+            "steps:\n  - snippet: s\n    inputs: {x: x}\n    outputs: {y: y}\n")
+        x = rng.standard_normal((2, 8)).astype(np.float32)
+        with Orchestrator.from_yaml(tmp_path / "export" / "p.yaml", device="cpu") as orch:
+            got = orch.run({"x": x})["y"]
+        want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_missing_external_data_is_one_line(tmp_path):
+    from orchestrator.surgery import optimize_file
+    from orchestrator.surgery.snippets import ExternalDataError
+
+    path = _external_data_model(tmp_path / "export")
+    (tmp_path / "export" / "model.onnx.data").unlink()
+    with pytest.raises(ExternalDataError, match="model.onnx: cannot read its external data"):
+        optimize_file(path, tmp_path / "opt.onnx")
