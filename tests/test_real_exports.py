@@ -100,3 +100,46 @@ def test_missing_external_data_is_one_line(tmp_path):
     (tmp_path / "export" / "model.onnx.data").unlink()
     with pytest.raises(ExternalDataError, match="model.onnx: cannot read its external data"):
         optimize_file(path, tmp_path / "opt.onnx")
+
+
+def batch_view(opset: int = 17) -> onnx.ModelProto:
+    """The TorchScript exporter's ``y.view(y.size(0), -1)`` on a dynamic batch: Shape of an intermediate
+    (N, 4, 2, 2) -> Gather(0) -> Unsqueeze -> Concat -> Reshape, with compute between the Shape and its use."""
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Shape", ["a"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["bs"], axis=0),
+             helper.make_node("Unsqueeze", ["bs", "axes"], ["bs1"]),
+             helper.make_node("Concat", ["bs1", "minus1"], ["target"], axis=0),
+             helper.make_node("Mul", ["a", "two"], ["b"]),
+             helper.make_node("Sigmoid", ["b"], ["c"]),
+             helper.make_node("Add", ["c", "a"], ["d"]),
+             helper.make_node("Tanh", ["d"], ["e"]),
+             helper.make_node("Reshape", ["e", "target"], ["y"])]
+    weights = [("zero", np.array(0, np.int64)), ("axes", np.array([0], np.int64)), ("minus1", np.array([-1], np.int64)),
+               ("two", np.float32(2))]
+    return _model(nodes, [("x", FLOAT, ["N", 4, 2, 2])], [("y", FLOAT, ["N", 16])], weights, opset)
+
+
+def test_shape_of_a_dynamic_batch_intermediate_does_not_block_cuts(tmp_path):
+    from orchestrator import Orchestrator
+    from orchestrator.snip import snip
+
+    onnx.save(batch_view(), tmp_path / "m.onnx")
+    result = snip(tmp_path / "m.onnx", tmp_path / "out", pieces=5)
+    assert len(result.pieces) == 5
+    text = (tmp_path / "out" / "pipeline.yaml").read_text().replace("max: 1}", "max: 4}")
+    (tmp_path / "out" / "pipeline.yaml").write_text(text)
+    x = rng.standard_normal((3, 4, 2, 2)).astype(np.float32)  # not the batch snip verified at
+    with Orchestrator.from_yaml(tmp_path / "out" / "pipeline.yaml", device="cpu") as orch:
+        got = orch.run({"x": x})["y"]
+    a = np.maximum(x, 0)
+    np.testing.assert_allclose(got, np.tanh(1 / (1 + np.exp(-2 * a)) + a).reshape(3, 16), rtol=1e-6)
+
+
+def test_shape_of_an_activation_with_a_data_dependent_dim_stays_an_activation():
+    from orchestrator.snip import Graph
+
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Shape", ["nz"], ["s"])]
+    model = _model(nodes, [("x", FLOAT, ["N", 4])], [("s", INT64, [2])])
+    g = Graph(onnx.shape_inference.infer_shapes(model))
+    assert [n.op_type for n in g.order] == ["NonZero", "Shape"]
