@@ -143,3 +143,32 @@ def test_shape_of_an_activation_with_a_data_dependent_dim_stays_an_activation():
     model = _model(nodes, [("x", FLOAT, ["N", 4])], [("s", INT64, [2])])
     g = Graph(onnx.shape_inference.infer_shapes(model))
     assert [n.op_type for n in g.order] == ["NonZero", "Shape"]
+
+
+def test_a_tensor_read_only_by_a_folded_shape_is_not_computed(tmp_path):
+    """An LSTM export's Transpose read only by the Shape that sizes the next layer's initial state: once the
+    Shape is folded the Transpose is dead, and a piece holding only it would have no outputs."""
+    from orchestrator.snip import Graph, snip
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Transpose", ["a"], ["t"], perm=[1, 0]),
+             helper.make_node("Shape", ["t"], ["s"]), helper.make_node("Sigmoid", ["a"], ["b"]),
+             helper.make_node("Tanh", ["b"], ["c"]), helper.make_node("Reshape", ["c", "s"], ["y"])]
+    model = _model(nodes, [("x", FLOAT, ["N", 4])], [("y", FLOAT, [4, "N"])])
+    assert [n.op_type for n in Graph(onnx.shape_inference.infer_shapes(model)).order] == ["Relu", "Sigmoid", "Tanh", "Reshape"]
+    onnx.save(model, tmp_path / "m.onnx")
+    assert len(snip(tmp_path / "m.onnx", tmp_path / "out", pieces=3).pieces) == 3
+
+
+def test_when_no_balanced_cuts_exist_the_largest_piece_is_kept_small(tmp_path):
+    """A small CNN's heavy convs write big tensors and its cheap head small ones: no 4 pieces within the
+    balance bounds exist, and the cheapest cuts alone put every conv in one piece (YOLO: 99%, 0%, 0%, 1%)."""
+    from orchestrator.snip import snip
+
+    w = [(f"w{i}", (rng.standard_normal((64, 64)) * 0.1).astype(np.float32)) for i in range(3)]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["m0"]), helper.make_node("MatMul", ["m0", "w1"], ["m1"]),
+             helper.make_node("MatMul", ["m1", "w2"], ["m2"]),
+             helper.make_node("ReduceMean", ["m2"], ["r"], keepdims=1, axes=[1]),
+             helper.make_node("Relu", ["r"], ["s"]), helper.make_node("Neg", ["s"], ["y"])]
+    onnx.save(_model(nodes, [("x", FLOAT, [64, 64])], [("y", FLOAT, [64, 1])], w), tmp_path / "m.onnx")
+    result = snip(tmp_path / "m.onnx", tmp_path / "out", pieces=4)
+    assert max(result.piece_costs) < 0.5 * sum(result.piece_costs), result.piece_costs

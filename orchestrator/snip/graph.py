@@ -86,7 +86,8 @@ class Graph:
         self.types = self._types()
         self.input_dims = {d: (v.name, axis) for v in reversed(graph.input) if v.name in self.inputs
                            for axis, d in enumerate(self.types[v.name].shape) if isinstance(d, str)}
-        nodes = [f for n in _needed(list(graph.node), self.outputs) for f in self._folded(n)]
+        # folded first: a tensor read only by a folded Shape is not needed
+        nodes = _needed([f for n in graph.node for f in self._folded(n)], self.outputs)
         self.constant = set(self.initializers)
         folded = set()  # by id: a node's first output may be '' (an LSTM's or GRU's Y left out)
         for node in nodes:
