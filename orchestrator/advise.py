@@ -274,6 +274,9 @@ def _fp16_session(info: SnippetInfo):
     model = convert(snippet_onnx_bytes(info), Conversion("fp16", info.keep_fp32), name=info.name)
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    # Not the layout optimisations of ORT_ENABLE_ALL: on onnxruntime 1.32 (AVX-512 CPUs) its NHWC transformer
+    # crashes the process on an fp16 Transpose -> MatMul (a GRU's or an attention's output projection).
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from . import cache
 from .errors import CompileError
 
-FORMAT_VERSION = 1  # bump when what we do around the converter changes: converted models are re-made
+FORMAT_VERSION = 2  # bump when what we do around the converter changes: converted models are re-made
 FP16_MAX = 65504.0
 
 
@@ -61,6 +61,7 @@ def convert(onnx_bytes: bytes, conversion: Conversion, *, name: str = "model") -
     keep_nodes = [k for k in conversion.keep_fp32 if k not in op_types]
     block_ops = {*float16.DEFAULT_OP_BLOCK_LIST, *keep_ops}
     _separate_kept_outputs(model.graph, lambda n: n.op_type in block_ops or n.name in keep_nodes)
+    own_casts = {n.name for n in model.graph.node if n.op_type == "Cast"}
     try:
         with warnings.catch_warnings():  # one warning per weight clipped to the fp16 range: noise
             warnings.simplefilter("ignore")
@@ -68,6 +69,7 @@ def convert(onnx_bytes: bytes, conversion: Conversion, *, name: str = "model") -
                                                      op_block_list=sorted(block_ops), node_block_list=keep_nodes)
     except Exception as exc:  # the converter raises ValueError, KeyError, ... on graphs it cannot handle
         raise CompileError(f"snippet '{name}': fp16 conversion failed: {type(exc).__name__}: {exc}") from None
+    _cast_to_fp16(model.graph, own_casts)
     _read_fp16_outputs_inside(model.graph, lambda n: n.op_type in block_ops or n.name in keep_nodes)
     _store_ports_as_fp16(model.graph, conversion.fp16_ports)
     if conversion.precision == "bf16":
@@ -110,6 +112,21 @@ def _separate_kept_outputs(graph, keeps_fp32) -> None:
                 for reader in graph.node:
                     reader.input[:] = [inner if x == name else x for x in reader.input]
                 graph.node.append(helper.make_node("Identity", [inner], [name], name=f"{name}__output"))
+
+
+def _cast_to_fp16(graph, own_casts: set[str]) -> None:
+    """The converter types a model's own ``Cast(to=float)`` outputs float16 (an exporter's int64 -> float of
+    a position index or a mask) but leaves ``to`` at float, which onnxruntime and TensorRT refuse: such a
+    Cast (one of ``own_casts``, by node name; not the converter's casts) casts to float16."""
+    from onnx import TensorProto, helper
+
+    fp16 = {v.name for v in graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    for node in graph.node:
+        if node.op_type != "Cast" or node.name not in own_casts or node.output[0] not in fp16:
+            continue
+        for i, attr in enumerate(node.attribute):
+            if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                node.attribute[i].CopyFrom(helper.make_attribute("to", TensorProto.FLOAT16))
 
 
 def _read_fp16_outputs_inside(graph, keeps_fp32) -> None:

@@ -658,9 +658,9 @@ def branches() -> onnx.ModelProto:
 
 
 def dynamic_batch() -> onnx.ModelProto:
-    """A small CNN on [N, 3, 16, 16] whose flatten is `x.view(x.size(0), -1)` of an activation (its Shape
-    cannot be folded with a symbolic N), then an MLP and a Softmax; no value_info, so snip's own shape
-    inference must supply every intermediate type."""
+    """A small CNN on [N, 3, 16, 16] whose flatten is `x.view(x.size(0), -1)` of an activation (its Shape is
+    computed from the input's, whose N it shares), then an MLP and a Softmax; no value_info, so snip's own
+    shape inference must supply every intermediate type."""
     e = Exporter("dynamic_batch", 30)
     x, cin = "input", 3
     for i, c in enumerate([8, 16, 16, 32]):

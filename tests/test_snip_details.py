@@ -360,8 +360,9 @@ def test_node_reads_skip_empty_inputs_and_include_outer_names_of_subgraphs():
 
 
 def test_constants_activations_and_what_the_outputs_need():
-    """Constants: initializers, Constant nodes, what only they feed, Shape/Size of a model input. Not constant:
-    a random node without inputs, the Shape of a dynamically shaped activation. Unneeded nodes are dropped."""
+    """Constants: initializers, Constant nodes, what only they feed, Shape/Size of a model input, the Shape of
+    an activation whose dims are static or a model input's (read from the input's Shape). Not constant: a
+    random node without inputs. Unneeded nodes are dropped."""
     nodes = [helper.make_node("Abs", ["x"], ["unused"]), helper.make_node("Constant", [], ["c"], value=weight("c", (4,))),
              helper.make_node("Add", ["w", "c"], ["wc"]), helper.make_node("Shape", ["x"], ["sx"]),
              helper.make_node("Size", ["x"], ["nx"]), helper.make_node("RandomNormal", [], ["r"], shape=[4]),
@@ -370,12 +371,13 @@ def test_constants_activations_and_what_the_outputs_need():
              helper.make_node("Cast", ["nx"], ["nf"], to=TensorProto.FLOAT), helper.make_node("Expand", ["nf", "sx"], ["e"]),
              helper.make_node("Mul", ["y", "e"], ["out"])]
     g = Graph(make_model(nodes, [value("x", ["N", 4])], [value("out", ["N", 4])], [weight("w", (4,))]))
-    assert g.constant == {"w", "c", "wc", "sx", "nx", "nf", "e"}
-    assert [n.output[0] for n in g.const_nodes] == ["c", "wc", "sx", "nx", "nf", "e"]
-    assert [n.output[0] for n in g.order] == ["r", "m", "a", "sm", "y", "out"]
-    assert g.position == {"r": 0, "m": 1, "a": 2, "sm": 3, "y": 4, "out": 5}
-    assert g.last_use == {"x": 1, "r": 2, "m": 3, "a": 4, "sm": 4, "y": 5}
-    assert set(g.producer) == {"c", "wc", "sx", "nx", "r", "m", "a", "sm", "y", "nf", "e", "out"}
+    sm = ["sm__dim0__shape", "sm__dim0__axis", "sm__dim0", "sm__dim1", "sm"]  # [Shape(x)[0], 4]
+    assert g.constant == {"w", "c", "wc", "sx", "nx", "nf", "e", *sm}
+    assert [n.output[0] for n in g.const_nodes] == ["c", "wc", "sx", "nx", *sm, "nf", "e"]
+    assert [n.output[0] for n in g.order] == ["r", "m", "a", "y", "out"]
+    assert g.position == {"r": 0, "m": 1, "a": 2, "y": 3, "out": 4}
+    assert g.last_use == {"x": 1, "r": 2, "m": 2, "a": 3, "y": 4}
+    assert set(g.producer) == {"c", "wc", "sx", "nx", "r", "m", "a", *sm, "y", "nf", "e", "out"}
     assert [g.is_activation(n) for n in ("x", "m", "wc", "unused")] == [True, True, False, False]
 
 

@@ -35,7 +35,8 @@ _ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid", "
 _EPILOGUES = {"BatchNormalization", "Mul", "Add", "Div", "Sub"}
 _FUSES_EPILOGUE = {"Conv", "ConvTranspose", "MatMul", "Gemm", "BatchNormalization"}
 # Tolerances for balance, tried in turn: (smallest, largest) piece as a fraction of the mean.
-_BALANCE = [(0.5, 1.5), (0.5, 2.0), (0.25, 2.0), (0.0, np.inf)]
+# Past the last, the largest piece is kept as small as the cuts allow (_tightest).
+_BALANCE = [(0.5, 1.5), (0.5, 2.0), (0.25, 2.0)]
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def balanced_cuts(graph: Graph, model: CostModel, pieces: int, model_path: Path)
     costs = model.piece_costs()
     _refuse_blocked(graph, model, costs, pieces, display_name(model_path))
     alone = oversized(np.diff(compute), pieces)
-    for low, high in _BALANCE:
+    for low, high in [*_BALANCE, (0.0, _tightest(compute, costs, pieces))]:
         ends = _partition(compute, costs, pieces, low, high, alone)
         if ends is None and alone.any():  # set aside, they leave stretches no balanced piece can take
             ends = _partition(compute, costs, pieces, low, high)
@@ -206,6 +207,22 @@ def balanced_cuts(graph: Graph, model: CostModel, pieces: int, model_path: Path)
             return cuts
     raise SnipError(f"{display_name(model_path)}: no {pieces} pieces can be cut without carrying a tensor "
                     f"that cannot cross a cut")
+
+
+def _tightest(compute: np.ndarray, cut_costs: np.ndarray, pieces: int) -> float:
+    """The least bound on the largest piece (a fraction of the mean) that some K pieces meet, no piece too
+    small: a model whose compute sits in a few nodes (a small CNN's full-resolution convs before a cheap
+    head) still gets its heavy nodes spread over the pieces instead of the cheapest cuts alone. inf where
+    no cuts can be made at all."""
+    mean = compute[-1] / pieces
+    spans = np.unique((compute[None, :] - compute[:, None])[np.triu_indices(len(compute), 1)]) / max(mean, 1e-30)
+    lo, hi = 0, len(spans) - 1
+    if _partition(compute, cut_costs, pieces, 0.0, spans[hi]) is None:
+        return np.inf
+    while lo < hi:  # feasibility is monotone in the bound
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _partition(compute, cut_costs, pieces, 0.0, spans[mid]) is not None else (mid + 1, hi)
+    return float(spans[lo])
 
 
 def _refuse_blocked(graph: Graph, model: CostModel, costs: np.ndarray, pieces: int, where: str) -> None:

@@ -84,7 +84,10 @@ class Graph:
         self.inputs = [v.name for v in graph.input if v.name not in self.initializers]
         self.outputs = [v.name for v in graph.output]
         self.types = self._types()
-        nodes = [self._folded(n) for n in _needed(list(graph.node), self.outputs)]
+        self.input_dims = {d: (v.name, axis) for v in reversed(graph.input) if v.name in self.inputs
+                           for axis, d in enumerate(self.types[v.name].shape) if isinstance(d, str)}
+        # folded first: a tensor read only by a folded Shape is not needed
+        nodes = _needed([f for n in graph.node for f in self._folded(n)], self.outputs)
         self.constant = set(self.initializers)
         folded = set()  # by id: a node's first output may be '' (an LSTM's or GRU's Y left out)
         for node in nodes:
@@ -114,20 +117,40 @@ class Graph:
             types[init.name] = TensorType(dtypes.from_onnx(init.data_type), tuple(init.dims))
         return types
 
-    def _folded(self, node):
-        """Shape of a statically shaped tensor is a constant (the exporter's shape arithmetic). Not Size:
-        folding it lets onnxruntime inline If branches whose outputs then fail its stricter checks."""
+    def _folded(self, node) -> list:
+        """Shape of a tensor whose dims are static or named like a model input's (the exporter's shape
+        arithmetic, ``x.view(x.size(0), -1)`` on a dynamic batch) is a constant: a Constant, or the static
+        dims concatenated with the model input's dims read by Shape and Gather. Not Size: folding it lets
+        onnxruntime inline If branches whose outputs then fail its stricter checks."""
         from onnx import helper, numpy_helper
 
         if node.op_type != "Shape" or node.input[0] not in self.types:
-            return node
-        shape = self.types[node.input[0]].shape
-        if not all(isinstance(d, int) and d > 0 for d in shape):
-            return node
+            return [node]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        value = np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], dtype=np.int64)
-        return helper.make_node("Constant", [], list(node.output), name=node.name or node.output[0],
-                                value=numpy_helper.from_array(value))
+        full = self.types[node.input[0]].shape
+        shape = full[attrs.get("start", 0):attrs.get("end", len(full))]
+        if node.input[0] in self.inputs or "?" in full or not all(isinstance(d, int) and d > 0 or d in self.input_dims for d in shape):
+            return [node]
+        out, name = node.output[0], node.name or node.output[0]
+
+        def constant(output: str, value: list[int]):
+            return helper.make_node("Constant", [], [output], name=name if output == out else f"{name}__{output}",
+                                    value=numpy_helper.from_array(np.array(value, dtype=np.int64)))
+
+        if all(isinstance(d, int) for d in shape):
+            return [constant(out, list(shape))]
+        nodes, parts = [], []
+        for k, d in enumerate(shape):
+            part = f"{out}__dim{k}"
+            if isinstance(d, int):
+                nodes.append(constant(part, [d]))
+            else:
+                source, axis = self.input_dims[d]
+                nodes += [helper.make_node("Shape", [source], [f"{part}__shape"], name=f"{name}__{part}__shape"),
+                          constant(f"{part}__axis", [axis]),
+                          helper.make_node("Gather", [f"{part}__shape", f"{part}__axis"], [part], name=f"{name}__{part}")]
+            parts.append(part)
+        return nodes + [helper.make_node("Concat", parts, [out], name=name, axis=0)]
 
     def _last_use(self) -> dict[str, int]:
         last: dict[str, int] = {}

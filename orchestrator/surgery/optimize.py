@@ -147,11 +147,16 @@ def optimize_file(source: Path, destination: Path, *, strip_edges: bool = False)
     checked by replaying the description around the stripped model."""
     from .. import cache
     from ..pipeline.source import display_name
+    from .snippets import onnx_file_bytes
 
     try:
-        data = source.read_bytes()
+        data = onnx_file_bytes(source)  # external data inlined: the written model is self-contained
     except OSError as exc:
         raise OptimizeError(f"{display_name(source)}: cannot read: {exc.strerror}") from None
+    except Exception as exc:
+        if isinstance(exc, OrchestratorError):
+            raise
+        raise OptimizeError(f"{display_name(source)}: cannot read ONNX model: {str(exc).splitlines()[0]}") from None
     optimized, report = optimize_bytes(data, name=display_name(source))
     from .verify import check_same_outputs
 
