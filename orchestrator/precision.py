@@ -23,7 +23,7 @@ import numpy as np
 from . import cache
 from .errors import CompileError
 
-FORMAT_VERSION = 2  # bump when what we do around the converter changes: converted models are re-made
+FORMAT_VERSION = 3  # bump when what we do around the converter changes: converted models are re-made
 FP16_MAX = 65504.0
 
 
@@ -61,6 +61,7 @@ def convert(onnx_bytes: bytes, conversion: Conversion, *, name: str = "model") -
     keep_nodes = [k for k in conversion.keep_fp32 if k not in op_types]
     block_ops = {*float16.DEFAULT_OP_BLOCK_LIST, *keep_ops}
     _separate_kept_outputs(model.graph, lambda n: n.op_type in block_ops or n.name in keep_nodes)
+    _read_inputs_outside_subgraphs(model.graph)
     own_casts = {n.name for n in model.graph.node if n.op_type == "Cast"}
     try:
         with warnings.catch_warnings():  # one warning per weight clipped to the fp16 range: noise
@@ -112,6 +113,35 @@ def _separate_kept_outputs(graph, keeps_fp32) -> None:
                 for reader in graph.node:
                     reader.input[:] = [inner if x == name else x for x in reader.input]
                 graph.node.append(helper.make_node("Identity", [inner], [name], name=f"{name}__output"))
+
+
+def _subgraphs(graph) -> Iterable:
+    """Every If/Loop/Scan body under ``graph``, at any depth."""
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield body
+                yield from _subgraphs(body)
+
+
+def _read_inputs_outside_subgraphs(graph) -> None:
+    """A float32 graph input that only an If/Loop/Scan body reads (an outer-scope tensor) gets no cast to
+    float16 from the converter (it casts where main-graph nodes read an input), so the body mixed float32
+    and float16: such bodies read the input through an Identity in the main graph, which the converter
+    types float16 with a cast before it."""
+    from onnx import TensorProto, helper
+
+    bodies = list(_subgraphs(graph))
+    for value in graph.input:
+        if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        readers = [n for body in bodies for n in body.node if value.name in n.input]
+        if not readers:
+            continue
+        inner = f"{value.name}__outer"
+        for node in readers:
+            node.input[:] = [inner if i == value.name else i for i in node.input]
+        graph.node.insert(0, helper.make_node("Identity", [value.name], [inner], name=f"{value.name}__to_subgraphs"))
 
 
 def _cast_to_fp16(graph, own_casts: set[str]) -> None:
