@@ -1,7 +1,10 @@
 """What a model costs: node counts, estimated FLOPs and weight bytes, so each pass can say what it removed.
 
 FLOPs are estimated from ONNX shape inference with every symbolic dimension set to 1 (a batch of one):
-2·MACs for Conv, ConvTranspose, MatMul and Gemm, one per output element for everything else.
+2·MACs for Conv, ConvTranspose, MatMul and Gemm, one per output element for everything else. A tensor
+whose shape inference cannot tell counts as one element unless ``known`` (the shapes inferred on the
+model after a pass: folding constants lets inference see through an exporter's Reshape arithmetic) names
+it, so a pass is not reported to add the FLOPs it only made visible.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ class Cost:
         return sum(self.ops.values())
 
 
-def cost(model) -> Cost:
-    """The node count by op type, estimated FLOPs at batch 1, and bytes of initializers and Constants."""
-    shapes = _static_shapes(model)
+def cost(model, known: dict[str, tuple[int, ...]] | None = None) -> Cost:
+    """The node count by op type, estimated FLOPs at batch 1, and bytes of initializers and Constants;
+    ``known`` (``static_shapes`` of another model) gives shapes this model's inference cannot fully tell."""
+    told, partial = _inferred_shapes(model)
+    shapes = {**partial, **(known or {}), **told}
     graph = model.graph
     flops = sum(_node_flops(node, shapes) for node in graph.node)
     weights = sum(_tensor_bytes(t) for t in graph.initializer)
@@ -43,8 +48,14 @@ def _tensor_bytes(tensor) -> int:
     return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
 
 
-def _static_shapes(model) -> dict[str, tuple[int, ...]]:
-    """Shapes of every tensor shape inference can tell, symbolic dimensions of the inputs set to 1."""
+def static_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Shapes of every tensor shape inference fully tells, symbolic dimensions of the inputs set to 1."""
+    return _inferred_shapes(model)[0]
+
+
+def _inferred_shapes(model) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """(fully told shapes, shapes with some dimension unknown, that dimension set to 1), symbolic
+    dimensions of the inputs set to 1."""
     import onnx
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -55,11 +66,14 @@ def _static_shapes(model) -> dict[str, tuple[int, ...]]:
     with contextlib.suppress(Exception):  # an estimate only: unknown shapes count as one element
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     graph = model.graph
-    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    told = {t.name: tuple(t.dims) for t in graph.initializer}
+    partial = {}
     for value in [*graph.input, *graph.value_info, *graph.output]:
         dims = value.type.tensor_type.shape.dim
-        shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
-    return shapes
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
+        fully = value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims)
+        (told if fully else partial)[value.name] = shape
+    return told, partial
 
 
 def _node_flops(node, shapes: dict[str, tuple[int, ...]]) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InternalError, OrchestratorError
-from .cost import Cost, cost
+from .cost import Cost, cost, static_shapes
 from .edges import EdgeReport, strip_edges_bytes
 from .trivial import replace_trivial
 
@@ -109,14 +109,15 @@ def optimize_model(model, *, name: str = "model") -> tuple[object, OptimizeRepor
     """The optimised model and the report of every pass; ``name`` appears in errors."""
     reports = []
     for pass_name, by, function in PASSES:
-        before = cost(model)
+        previous = model
         try:
             model, notes = function(model)
         except OrchestratorError:
             raise
         except Exception as exc:  # library errors: name the pass and the model
             raise OptimizeError(f"{name}: pass {pass_name} ({by}) failed: {str(exc).splitlines()[0]}") from None
-        reports.append(PassReport(pass_name, by, before, cost(model), tuple(notes)))
+        known = static_shapes(model)  # what the pass let inference see counts before it too
+        reports.append(PassReport(pass_name, by, cost(previous, known), cost(model), tuple(notes)))
     return model, OptimizeReport(tuple(reports))
 
 
