@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def _snip(model_path: Path, out_dir: Path, at: str | None, pieces: int | None, d
     graph = Graph(model)
     graph.sizes = {**checks.input_sizes(graph, given), **(dims or {})}
     _check_given(graph, given, model_path)
+    if pieces is not None and pieces > 1:
+        with contextlib.suppress(SnipError):  # inputs random data cannot fill: the verification says so
+            graph.measured = checks.measured_sizes(graph, checks.feeds(graph, given, display_name(model_path)))
     costs = CostModel(graph, precision, boundary_format)
     cuts = cuts_at(graph, costs, at, model_path) if at else balanced_cuts(graph, costs, pieces, model_path)
     feeds = checks.feeds(graph, given, display_name(model_path))

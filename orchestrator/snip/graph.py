@@ -79,6 +79,9 @@ class Graph:
     def __init__(self, model, sizes: dict[str, int] | None = None):
         self.model = model
         self.sizes = sizes or {}
+        # sizes of dims shape inference could only name (an exporter's 'unk__7'), seen on one onnxruntime
+        # run: for the cost estimates only, never the pipeline's dims
+        self.measured: dict[str, int] = {}
         graph = model.graph
         self.initializers = {t.name: t for t in graph.initializer}
         self.inputs = [v.name for v in graph.input if v.name not in self.initializers]
@@ -197,9 +200,9 @@ class Graph:
         return float(np.prod(self._dims(name)))
 
     def _dims(self, name: str) -> tuple[int, ...]:
-        """Concrete dims: symbolic ones at their --dims size, unknown ones at 1."""
+        """Concrete dims: symbolic ones at their --dims size (or measured size), unknown ones at 1."""
         t = self.types.get(name, TensorType(None, ()))
-        return tuple(d if isinstance(d, int) else self.sizes.get(d, 1) for d in t.shape)
+        return tuple(d if isinstance(d, int) else self.sizes.get(d, self.measured.get(d, 1)) for d in t.shape)
 
     def _macs(self, node) -> float:
         out = self._count(first_output(node)) if first_output(node) else 1.0

@@ -58,6 +58,38 @@ def input_sizes(graph: Graph, given: dict[str, np.ndarray]) -> dict[str, int]:
     return sizes
 
 
+def measured_sizes(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, int]:
+    """Sizes of the dims that shape inference named but could not size (TorchScript's ``unk__19`` after a
+    Reshape to a computed shape: DETR's sequence of H x W tokens), read off one onnxruntime run on
+    ``feeds``; without them every tensor downstream counted as if that dim were 1. Empty if the run fails."""
+    import onnxruntime as ort
+
+    def unsized(name: str) -> bool:
+        ttype = graph.types.get(name)
+        return ttype is not None and any(isinstance(d, str) and d != "?" and d not in graph.sizes for d in ttype.shape)
+
+    wanted = [o for node in graph.order for o in node.output if o and unsized(o)]
+    if not wanted:
+        return {}
+    model = type(graph.model)()
+    model.CopyFrom(graph.model)
+    values = {v.name: v for v in [*model.graph.value_info, *model.graph.output]}
+    outputs = {v.name for v in model.graph.output}
+    model.graph.output.extend(values[o] for o in wanted if o in values and o not in outputs)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        arrays = session.run([o for o in wanted if o in values], feeds)
+    except Exception:  # an estimate only: the verification reports what is wrong with the model or feeds
+        return {}
+    sizes: dict[str, int] = {}
+    for name, array in zip([o for o in wanted if o in values], arrays, strict=True):
+        shape = graph.types[name].shape
+        if len(shape) == np.ndim(array):
+            sizes.update((d, int(n)) for d, n in zip(shape, np.shape(array), strict=True)
+                         if isinstance(d, str) and d not in graph.sizes and d not in sizes)
+    return sizes
+
+
 def feeds(graph: Graph, given: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     """One array per model input: given, or seeded random data that is valid for the input."""
     rng = np.random.default_rng(0)
