@@ -241,3 +241,12 @@ def test_dims_the_exporter_could_only_name_are_measured_for_the_cost_model(tmp_p
     result = snip(tmp_path / "m.onnx", tmp_path / "out", pieces=2)
     assert max(result.piece_costs) < 0.7 * sum(result.piece_costs), result.piece_costs
     assert "unk__0" not in (tmp_path / "out" / "pipeline.yaml").read_text().split("inputs:")[0]  # not a dim
+
+
+def test_cutting_at_a_tensor_inside_an_if_branch_names_the_if(tmp_path):
+    from orchestrator.snip import snip
+    from orchestrator.snip.graph import SnipError
+
+    onnx.save(if_reading_an_input_only_in_its_branches(), tmp_path / "m.onnx")
+    with pytest.raises(SnipError, match="'t0' is computed inside the If '/If' .*cut after 'y'"):
+        snip(tmp_path / "m.onnx", tmp_path / "out", at="t0")

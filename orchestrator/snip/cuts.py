@@ -169,6 +169,10 @@ def _position(graph: Graph, name: str, where: str) -> int:
                         f"each piece that needs it gets its own copy")
     if name in graph.inputs:
         raise SnipError(f"{where}: '{name}' is a model input; cut after a tensor computed from it")
+    holder = _subgraph_holder(graph, name) if name not in graph.position else None
+    if holder is not None:
+        raise SnipError(f"{where}: '{name}' is computed inside the {holder.op_type} '{holder.name}' (a subgraph "
+                        f"runs whole): cut after '{first_output(holder)}' or before the {holder.op_type}")
     if name not in graph.position:
         known = list(graph.position)
         hint = difflib.get_close_matches(name, known, n=3)
@@ -178,6 +182,16 @@ def _position(graph: Graph, name: str, where: str) -> int:
         raise SnipError(f"{where}: '{name}' is a model output computed last; cut before it"
                         if name in graph.outputs else f"{where}: nothing is computed after '{name}'")
     return graph.position[name]
+
+
+def _subgraph_holder(graph: Graph, name: str):
+    """The If/Loop/Scan node of the main graph whose subgraphs (at any depth) compute ``name``, else None."""
+    def computes(body) -> bool:
+        return any(name in n.output or any(computes(b) for a in n.attribute
+                                           for b in ([a.g] if a.HasField("g") else a.graphs)) for n in body.node)
+
+    return next((n for n in graph.order if any(computes(b) for a in n.attribute
+                                              for b in ([a.g] if a.HasField("g") else a.graphs))), None)
 
 
 def balanced_cuts(graph: Graph, model: CostModel, pieces: int, model_path: Path) -> list[Cut]:
