@@ -456,3 +456,30 @@ def test_compute_estimates_of_unusual_operands():
     untyped = helper.make_graph(nodes, "g", [value("t", [2, 3, 5])],
                                 [value("o", [2, 3]), value("o2", [2, 3]), value("o3", [2, 3, 3])], weights)
     assert Graph(helper.make_model(untyped)).costs().tolist() == [6, 6, 18 * 5]
+
+
+def test_dims_shape_inference_only_named_are_measured_on_one_run():
+    """Sizes read off one onnxruntime run for dims that are named but unsized: the first tensor naming a dim
+    gives its size, dims given with --dims and unknown ones ('?') are not measured, nor tensors whose rank
+    differs from the declared one; a run that fails measures nothing."""
+    from orchestrator.snip.verify import measured_sizes
+
+    def i64(name, v):
+        return numpy_helper.from_array(np.array(v, np.int64), name)
+
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["r"]), helper.make_node("Neg", ["r"], ["n"]),
+             helper.make_node("Reshape", ["n", "s2"], ["q"]), helper.make_node("Abs", ["q"], ["u"]),
+             helper.make_node("Reshape", ["u", "s3"], ["f"]), helper.make_node("Neg", ["f"], ["y"])]
+    infos = [value("r", ["unk__0", 3]), value("n", ["unk__0", "K"]), value("q", ["unk__0", "unk__1"]),
+             value("u", [None, "unk__2"]), value("f", ["unk__4", 1])]
+    graph = helper.make_graph(nodes, "m", [value("x", [2, 6])], [value("y", ["unk__3"])],
+                              [i64("s1", [-1, 3]), i64("s2", [2, -1]), i64("s3", [12])], value_info=infos)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    x = {"x": np.ones((2, 6), np.float32)}
+    g = Graph(model, sizes={"K": 7})
+    got = measured_sizes(g, x)
+    assert got == {"unk__0": 4, "unk__1": 6, "unk__2": 6, "unk__3": 12} and all(type(v) is int for v in got.values())
+    assert g.sizes == {"K": 7} and len(model.graph.output) == 1  # the model itself is untouched
+    assert measured_sizes(Graph(model, sizes={"K": 7, "unk__0": 5, "unk__1": 1, "unk__2": 1, "unk__3": 1,
+                                                     "unk__4": 1}), x) == {}
+    assert measured_sizes(g, {"x": np.ones((3, 5), np.float32)}) == {}  # the run fails

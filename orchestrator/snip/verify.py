@@ -86,7 +86,7 @@ def measured_sizes(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, int]
         shape = graph.types[name].shape
         if len(shape) == np.ndim(array):
             sizes.update((d, int(n)) for d, n in zip(shape, np.shape(array), strict=True)
-                         if isinstance(d, str) and d not in graph.sizes and d not in sizes)
+                         if isinstance(d, str) and d != "?" and d not in graph.sizes and d not in sizes)
     return sizes
 
 
