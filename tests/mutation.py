@@ -44,7 +44,8 @@ TESTS = {
     "orchestrator/planning/sizes.py": ["tests/test_planning.py", *CORE, "tests/test_examples.py"],
     "orchestrator/executor.py": ["tests/test_executor_modes.py", "tests/test_inputs_and_cli.py", *CORE, "tests/test_examples.py",
                                  "tests/test_debug.py"],
-    "orchestrator/inputs.py": ["tests/test_input_checks.py", "tests/test_inputs_and_cli.py", *CORE, "tests/test_examples.py"],
+    "orchestrator/inputs.py": ["tests/test_input_checks.py", "tests/test_inputs_and_cli.py", "tests/test_hostile_inputs.py",
+                               *CORE, "tests/test_examples.py"],
     **{f"orchestrator/snip/{m}.py": SNIP_TESTS for m in ("graph", "cuts", "write", "verify", "core")},
 }
 # Too slow to run per mutant (seconds each, a large model written per run); other tests cover the same code.
@@ -55,7 +56,7 @@ DESELECT = {f"orchestrator/{m}.py": ["tests/test_snip.py::test_snip_resnet50_int
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 
 
-def prepare(module: str, work: Path) -> None:
+def prepare(module: str, work: Path, timeout_multiplier: float | None = None) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for name in COPY:
@@ -68,6 +69,8 @@ def prepare(module: str, work: Path) -> None:
              f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
              f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', *deselect])}",
              "use_git_change_detection = false"]
+    if timeout_multiplier is not None:  # mutmut's CPU limit per mutant: (tests' time + 1 s) x this x 2
+        lines.append(f"timeout_multiplier = {timeout_multiplier}")
     (work / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
 
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="scratch root (default /tmp/orchestrator-mutation); give each worktree its own")
     parser.add_argument("--show-survivors", action="store_true", help="print every survivor's diff")
     parser.add_argument("--report-only", action="store_true", help="report an earlier run in --work again")
+    parser.add_argument("--timeout-multiplier", type=float, default=None,
+                        help="mutmut's timeout_multiplier (default 15: a hanging mutant of a function whose tests "
+                             "take 10 s holds a worker ~6 minutes; 2 still leaves 4x the tests' time)")
     args = parser.parse_args(argv)
     worst = 100.0
     for module in args.modules:
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             worst = min(worst, report(module, work, args.show_survivors))
             continue
-        prepare(module, work)
+        prepare(module, work, args.timeout_multiplier)
         run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=work, capture_output=True,
                              text=True, env={**os.environ, "HYPOTHESIS_PROFILE": "mutation"})
         meta = work / "mutants" / (module + ".meta")

@@ -222,6 +222,59 @@ def test_npz_members_in_any_valid_form_are_read(workdir: Path):
         np.testing.assert_array_equal(out["z"], np.maximum(X, 0) * 2)
 
 
+def test_npz_headers_are_checked_against_limits_before_any_data(tmp_path: Path):
+    """load_npz directly: a limit is the most elements allowed (exactly that many is fine), sizes are printed
+    with thousands separators, the byte cap is 16 GiB, a version 2.0 header is read, long names are cut."""
+    from orchestrator.inputs import MAX_INPUT_BYTES, load_npz
+
+    path = tmp_path / "in.npz"
+    _archive(path, {"x.npy": _npy(np.zeros((2, 617), np.float32)), "flag": FLAG})
+    got = load_npz(path, {"x": 1234, "flag": 1})
+    assert list(got) == ["x", "flag"] and got["x"].shape == (2, 617) and got["flag"] == 1
+    with pytest.raises(InputError, match=r"^\S*in.npz: 'x' claims shape \[2, 617\] float32 \(4,936 bytes\), more than "
+                                         r"input 'x' takes at its dims' max bounds \(1,233 elements\)$"):
+        load_npz(path, {"x": 1233})
+    assert load_npz(path, {"other": 1})["x"].shape == (2, 617)  # a limit applies to its own input only
+    assert MAX_INPUT_BYTES == 16 << 30
+    _archive(path, {"x.npy": _claimed((1 << 32, 1), "<f4")})  # exactly the cap: only the data is missing
+    with pytest.raises(InputError, match=r"\(17,179,869,184 bytes\), but the archive holds 192 bytes for it"):
+        load_npz(path)
+    _archive(path, {"x.npy": _claimed((1 << 32, 1), "<c8")})
+    with pytest.raises(InputError, match=r"^\S*in.npz: 'x' claims shape \[4294967296, 1\] complex64 \(34,359,738,368 "
+                                         r"bytes\), more than the limit of 17,179,869,184 bytes per input$"):
+        load_npz(path)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, {"descr": "<i2", "fortran_order": False, "shape": (3,)})
+    v2 = header.getvalue() + np.array([1, 2, 3], "<i2").tobytes()
+    long = "k" * 45
+    _archive(path, {"v2.npy": v2, long: _npy(np.array([X, 1], object))})
+    with pytest.raises(InputError, match=r"^\S*in.npz: '" + "k" * 37 + r"\.\.\.' is an array of Python objects, which "
+                                         r"is not loaded \(unpickling runs code\); save numeric arrays$"):
+        load_npz(path)
+    _archive(path, {"v2.npy": v2})
+    assert load_npz(path)["v2"].tolist() == [1, 2, 3]
+    _archive(path, {long + ".npy": b"text"})
+    with pytest.raises(InputError, match=r"^\S*in.npz: member '" + "k" * 37 + r"\.\.\.' is not a \.npy array "
+                                         r"\(numpy.savez writes one per input\)$"):
+        load_npz(path)
+    _archive(path, {"x.npy": _claimed((2, 1000), data=b"\0" * 8)})
+    with pytest.raises(InputError, match=r"^\S*in.npz: 'x' claims shape \[2, 1000\] float32 \(8,000 bytes\), but the "
+                                         r"archive holds 136 bytes for it; is it truncated\?$"):
+        load_npz(path)
+
+
+def test_max_elements_of_inputs_with_bounded_dims(workdir: Path):
+    from orchestrator.inputs import max_elements
+    from orchestrator.pipeline.load import load_pipeline
+
+    text = BASE.replace("  flag: {dtype: int32, host: true}\n", "  flag: {dtype: int32, host: true}\n"
+                        "  m: {dtype: float32, shape: [M, 3]}\n  e: {dtype: float32, shape: [2*N]}\n"
+                        "  f: {dtype: float32, shape: [5, 7]}\n")
+    (workdir / "more.yaml").write_text(text + "dims:\n  N: {min: 1, opt: 2, max: 6}\n")
+    pipeline = load_pipeline(workdir / "more.yaml")
+    assert max_elements(pipeline) == {"x": 24, "flag": 1, "f": 35}
+
+
 # ---- --output ------------------------------------------------------------------------------------------
 
 def _run_to(workdir: Path, output: str) -> tuple[int, list[str], str]:

@@ -458,6 +458,260 @@ def test_compute_estimates_of_unusual_operands():
     assert Graph(helper.make_model(untyped)).costs().tolist() == [6, 6, 18 * 5]
 
 
+# Where to cut (orchestrator/snip/cuts.py), checked directly on hand-made graphs: no pieces written.
+
+
+def _costed(nodes, inputs, outputs, initializers=(), precision="fp32", boundary_format="linear", sizes=None,
+            opsets=(("", 17),)):
+    from orchestrator.snip.cuts import CostModel
+
+    graph = helper.make_graph(nodes, "m", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], ir_version=10)
+    g = Graph(onnx.shape_inference.infer_shapes(model), sizes=sizes)
+    return g, CostModel(g, precision, boundary_format)
+
+
+def _blocked_chain():
+    """x -> Neg a -> custom Foo u (untyped: cannot cross) ... a skip of a to the end, c and d crossing later."""
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Foo", ["a"], ["u"], domain="custom"),
+             helper.make_node("Abs", ["a"], ["b"]), helper.make_node("Neg", ["b"], ["c"]),
+             helper.make_node("Add", ["c", "u"], ["d"]), helper.make_node("Exp", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "a"], ["y"])]
+    return _costed(nodes, [value("x", [1, 8])], [value("y", [1, 8])], opsets=(("", 17), ("custom", 1)))
+
+
+def _check_piece_costs(g, model):
+    """C[a, b] against the live sets: the tensors crossing the cut after b - 1 that piece [a, b) computed; inf
+    where that cut carries a tensor that cannot cross, 0 for the last piece."""
+    costs, live, n = model.piece_costs(), g.live_sets(), len(g.order)
+    assert costs.shape == (n + 1, n + 1)
+    for a in range(n):
+        for b in range(a + 1, n + 1):
+            crossing = [] if b == n else live[b - 1]
+            want = np.inf if any(not np.isfinite(model.tensor(t)[1]) for t in crossing) else sum(
+                model.tensor(t)[1] for t in crossing if g.position[t] >= a)
+            assert costs[a, b] == want, (a, b)
+    return costs
+
+
+def test_piece_costs_charge_what_each_piece_leaves_crossing_and_block_what_cannot_cross():
+    g, model = _blocked_chain()
+    assert [model.tensor(t)[1] for t in ("a", "u", "d")] == [3200.0, np.inf, 400.0]  # d's shape is unknown: 4 bytes
+    costs = _check_piece_costs(g, model)
+    assert [bool(np.isfinite(costs[0, b])) for b in range(1, len(g.order) + 1)] == [
+        True, False, False, False, True, True, True]
+    # two untyped tensors whose spans overlap: every cut from the first's production to the second's last use
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Foo", ["a"], ["u"], domain="custom"),
+             helper.make_node("Abs", ["a"], ["b"]), helper.make_node("Foo", ["b"], ["v"], domain="custom"),
+             helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Add", ["c", "u"], ["d"]),
+             helper.make_node("Exp", ["d"], ["e"]), helper.make_node("Add", ["e", "v"], ["f"]),
+             helper.make_node("Add", ["f", "a"], ["y"])]
+    g, model = _costed(nodes, [value("x", [1, 8])], [value("y", [1, 8])], opsets=(("", 17), ("custom", 1)))
+    costs = _check_piece_costs(g, model)
+    assert [bool(np.isfinite(costs[0, b])) for b in range(1, 10)] == [True] + [False] * 6 + [True, True]
+    # two tensors computed by one node and last read by one node
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Split", ["a"], ["s1", "s2"], axis=1, num_outputs=2),
+             helper.make_node("Abs", ["a"], ["b"]), helper.make_node("Add", ["s1", "s2"], ["c"]),
+             helper.make_node("Concat", ["c", "b"], ["y"], axis=1)]
+    g, model = _costed(nodes, [value("x", [1, 8])], [value("y", [1, 12])], opsets=(("", 18),))
+    assert g.live_sets()[2] == ["s1", "s2", "b"]
+    _check_piece_costs(g, model)
+
+
+def test_cuts_cannot_carry_an_untyped_tensor(tmp_path):
+    from orchestrator.snip.cuts import balanced_cuts, cuts_at
+
+    g, model = _blocked_chain()
+    with pytest.raises(SnipError, match=r"^\S*m.onnx: cutting after node 2 \(b\): u cannot cross a cut \(no tensor type, "
+                                        r"or a shape tensor\); cut before it is computed or after its last use$"):
+        cuts_at(g, model, "a,b", tmp_path / "m.onnx")
+    first, second = cuts_at(g, model, "a,d", tmp_path / "m.onnx")
+    assert (first.tensors, second.tensors, second.passed, second.cost) == (("a",), ("a", "d"), ("a",), 400.0)
+    assert [c.position for c in balanced_cuts(g, model, 4, tmp_path / "m.onnx")] == [0, 4, 5]
+    with pytest.raises(SnipError, match=r"^\S*m.onnx: at most 4 pieces: 3 of the 6 places to cut would carry a shape "
+                                        r"tensor or an untyped tensor \(first: 'u'\)$"):
+        balanced_cuts(g, model, 5, tmp_path / "m.onnx")
+
+
+def test_pieces_refused_name_the_first_tensor_that_cannot_cross(tmp_path):
+    """An untyped tensor computed first and read next blocks the cut after the first node only."""
+    from orchestrator.snip.cuts import balanced_cuts, oversized
+
+    nodes = [helper.make_node("Foo", ["x"], ["u"], domain="custom"), helper.make_node("Cast", ["u"], ["b"], to=1),
+             helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Neg", ["c"], ["d"]), helper.make_node("Neg", ["d"], ["y"])]
+    g, model = _costed(nodes, [value("x", [1, 8])], [value("y", [1, 8])], opsets=(("", 17), ("custom", 1)))
+    with pytest.raises(SnipError, match=r"^\S*m.onnx: at most 4 pieces: 1 of the 4 places to cut would carry a shape "
+                                        r"tensor or an untyped tensor \(first: 'u'\)$"):
+        balanced_cuts(g, model, 5, tmp_path / "m.onnx")
+    assert [c.position for c in balanced_cuts(g, model, 4, tmp_path / "m.onnx")] == [1, 2, 3]
+    assert not oversized(np.array([6.0, 1, 1, 1]), 3).any()  # exactly twice the mean is not over it
+
+
+def test_balanced_cuts_count_pieces(tmp_path):
+    from orchestrator.snip.cuts import CostModel, balanced_cuts
+
+    path = chain(tmp_path, length=4)
+    g = Graph(load_model(path))
+    model = CostModel(g, "fp32", "linear")
+    assert balanced_cuts(g, model, 1, path) == []
+    assert [(c.position, c.tensors) for c in balanced_cuts(g, model, 2, path)] == [(1, ("t1",))]
+    assert [c.position for c in balanced_cuts(g, model, 4, path)] == [0, 1, 2]
+    with pytest.raises(SnipError, match=r"^--pieces must be at least 1$"):
+        balanced_cuts(g, model, 0, path)
+    with pytest.raises(SnipError, match=r"^\S*chain.onnx: 4 compute nodes \(constants aside\); at most 4 pieces$"):
+        balanced_cuts(g, model, 5, path)
+    one, one_model = _costed([helper.make_node("Neg", ["x"], ["y"])], [value("x", [2])], [value("y", [2])])
+    with pytest.raises(SnipError, match=r"^\S*one.onnx: 1 compute nodes \(constants aside\); at most 1 pieces$"):
+        balanced_cuts(one, one_model, 2, tmp_path / "one.onnx")
+
+
+def test_balanced_cuts_fall_back_to_the_tightest_largest_piece(tmp_path):
+    """Node costs 20, 10, 10, 1, 1 in 4 pieces: every split leaves a piece under a quarter of the mean, so the
+    largest piece is kept as small as it can be (20), never 30."""
+    from orchestrator.snip.cuts import balanced_cuts
+
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Slice", ["a", "s0", "s1"], ["b"]),
+             helper.make_node("Neg", ["b"], ["c"]), helper.make_node("ReduceSum", ["c"], ["d"], keepdims=0),
+             helper.make_node("Neg", ["d"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "s0"), numpy_helper.from_array(np.array([10], np.int64), "s1")]
+    g, model = _costed(nodes, [value("x", [20])], [value("y", [])], inits)
+    assert g.costs().tolist() == [20, 10, 10, 1, 1]
+    cuts = balanced_cuts(g, model, 4, tmp_path / "m.onnx")
+    assert [c.position for c in cuts] == [0, 1, 3]
+
+
+def test_tightest_bound_on_the_largest_piece_matches_brute_force():
+    import itertools
+
+    from orchestrator.snip.cuts import _tightest
+
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        n, pieces = int(rng.integers(3, 7)), int(rng.integers(2, 4))
+        nodes = rng.integers(1, 20, n).astype(float)
+        compute = np.concatenate([[0.0], np.cumsum(nodes)])
+        cut_costs = np.zeros((n + 1, n + 1))
+        if trial % 3 == 0:
+            cut_costs[:, int(rng.integers(1, n))] = np.inf
+        mean = compute[-1] / pieces
+        best = min((max(compute[e] - compute[s] for s, e in zip((0, *ends), (*ends, n), strict=True)) / mean
+                    for ends in itertools.combinations(range(1, n), pieces - 1)
+                    if all(np.isfinite(cut_costs[0, e]) for e in ends)), default=np.inf)
+        assert _tightest(compute, cut_costs, pieces) == pytest.approx(best), (nodes, pieces)
+    assert _tightest(np.array([0.0, 1.0, 2.0]), np.full((3, 3), np.inf), 2) == np.inf
+    assert _tightest(np.array([0.0, 1.0, 2.0]), np.zeros((3, 3)), 2) == 1.0  # the least span: one node
+    assert _tightest(np.array([0.0, 0.1, 0.2, 0.6]), np.zeros((4, 4)), 2) == pytest.approx(0.4 / 0.3)  # mean < 1
+
+
+def test_partition_bounds_are_inclusive_and_ties_go_to_the_better_balanced():
+    from orchestrator.snip.cuts import _partition
+
+    free = np.zeros((4, 4))
+    compute = np.array([0.0, 1.0, 4.0])  # pieces 1 and 3 against a mean of 2: exactly 0.5 and 1.5
+    assert _partition(compute, free[:3, :3], 2, 0.5, 1.5) == [1]
+    assert _partition(compute, free[:3, :3], 2, 0.6, 1.5) is None
+    assert _partition(compute, free[:3, :3], 2, 0.5, 1.4) is None
+    compute = np.array([0.0, 0.1, 0.3, 0.6])  # float sums: 0.1 + 0.2 is not 0.3
+    assert _partition(compute, free, 2, 0.0, 0.3 / 0.3) == [2]
+    compute = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    free5 = np.zeros((5, 5))
+    assert _partition(compute, free5, 2, 0.0, 10.0) == [2]  # equal cut costs: the balanced split
+    cheap = free5.copy()
+    cheap[:, 2] = 1.0
+    cheap[:, 3] = 1.0
+    assert _partition(compute, cheap, 2, 0.0, 10.0) == [1]
+
+
+def test_cut_points_that_do_not_exist_are_refused_by_name(tmp_path):
+    from orchestrator.snip.cuts import cuts_at
+
+    nodes = [helper.make_node("Add", ["x", "w"], ["conv_out"]), helper.make_node("Neg", ["conv_out"], ["conv_o1"]),
+             helper.make_node("Neg", ["conv_o1"], ["conv_o2"]), helper.make_node("Neg", ["conv_o2"], ["conv_o3"]),
+             helper.make_node("TopK", ["conv_o3", "k"], ["top", "idx"]),
+             helper.make_node("Neg", ["top"], ["y"])]
+    inits = [weight("w", (1, 8)), numpy_helper.from_array(np.array([2], np.int64), "k")]
+    g, model = _costed(nodes, [value("x", [1, 8])], [value("y", [1, 2]), value("idx", [1, 2], TensorProto.INT64)], inits)
+    where = tmp_path / "m.onnx"
+    for text, error in [("w", "'w' is computed from weights and constants only: it is never cut, each piece that needs "
+                              "it gets its own copy"),
+                        ("x", "'x' is a model input; cut after a tensor computed from it"),
+                        ("conv_ot", r"no tensor 'conv_ot' in the model \(did you mean 'conv_out', 'conv_o3', 'conv_o2'\?\)"),
+                        ("top_", r"no tensor 'top_' in the model \(did you mean 'top'\?\)"),
+                        ("zzz", "no tensor 'zzz' in the model"),
+                        ("conv_o", r"no tensor 'conv_o' in the model \(did you mean 'conv_o3', 'conv_o2', 'conv_o1'\?\)"),
+                        ("y", "'y' is a model output computed last; cut before it")]:
+        with pytest.raises(SnipError, match=rf"^\S*m.onnx: {error}$"):
+            cuts_at(g, model, text, where)
+    g.order.append(g.order[-1])  # the node computing y and idx last, its other output not a model output
+    g.position["zz"] = len(g.order) - 1
+    with pytest.raises(SnipError, match=r"^\S*m.onnx: nothing is computed after 'zz'$"):
+        cuts_at(g, model, "zz", where)
+
+
+def test_a_tensor_computed_inside_a_subgraph_names_the_node_that_holds_it(tmp_path):
+    from orchestrator.snip.cuts import _subgraph_holder, cuts_at
+
+    deep = helper.make_node("If", ["c"], ["o2"], then_branch=_branch("t2", [helper.make_node("Neg", ["x"], ["inner"])],
+                                                                     ["inner"]),
+                            else_branch=_branch("e2", [helper.make_node("Abs", ["x"], ["other"])], ["other"]))
+    then = _branch("then", [deep], ["o2"])
+    other = _branch("else", [helper.make_node("Abs", ["x"], ["t0"])], ["t0"])
+    body = _branch("body", [helper.make_node("Add", ["v", "x"], ["v2"])], ["c_in", "v2"],
+                   inputs=[value("i", [], TensorProto.INT64), value("c_in", [], TensorProto.BOOL), value("v", [1])])
+    nodes = [helper.make_node("Neg", ["x"], ["pre"]), helper.make_node("Loop", ["n", "", "pre"], ["lp"], name="loop", body=body),
+             helper.make_node("If", ["c"], ["y", ""], name="/If", then_branch=then, else_branch=other)]
+    g, model = _costed(nodes, [value("x", [1]), value("c", [], TensorProto.BOOL), value("n", [], TensorProto.INT64)],
+                       [value("y", [1]), value("lp", [1])])
+    assert [(name, _subgraph_holder(g, name).name) for name in ("t0", "inner", "other", "v2")] == [
+        ("t0", "/If"), ("inner", "/If"), ("other", "/If"), ("v2", "loop")]
+    assert _subgraph_holder(g, "nowhere") is None
+    with pytest.raises(SnipError, match=r"^\S*m.onnx: 'inner' is computed inside the If '/If' \(a subgraph runs whole\): "
+                                        r"cut after 'y' or before the If$"):
+        cuts_at(g, model, "inner", tmp_path / "m.onnx")
+    several = helper.make_node("Multi", ["x"], ["q"], domain="test", bodies=[_branch("g1", [], ["u"]),
+                                                                             _branch("g2", [helper.make_node("Neg", ["x"], ["w"])], ["w"])])
+    g.order.append(several)
+    assert _subgraph_holder(g, "w") is several
+    nested = helper.make_node("If", ["c"], ["q2"], then_branch=_branch("t3", [helper.make_node(
+        "Multi", ["x"], ["q2"], domain="test", bodies=[_branch("g3", [helper.make_node("Neg", ["x"], ["deep"])], ["deep"])])],
+        ["q2"]), else_branch=_branch("e3", [], ["x"]))
+    g.order.insert(0, nested)
+    assert _subgraph_holder(g, "deep") is nested
+
+
+def test_cut_tensor_costs_notes_and_channel_padding():
+    """fusion lost (an activation after anything, an epilogue after a conv/matmul), a Concat copy, FP16 reformats
+    of FP32 linear tensors only, hwc8 padding to 8 channels (a symbolic channel count at its --dims size)."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "w2"], ["ep"]),
+             helper.make_node("Neg", ["ep"], ["ng"]), helper.make_node("Relu", ["ng"], ["act"]),
+             helper.make_node("Neg", ["act"], ["cc"]), helper.make_node("Concat", ["cc", "act"], ["cat"], axis=1),
+             helper.make_node("Neg", ["cat"], ["z4"]), helper.make_node("Abs", ["z4"], ["z5"]),
+             helper.make_node("Cast", ["z5"], ["i"], to=TensorProto.INT32), helper.make_node("Neg", ["i"], ["j"]),
+             helper.make_node("Cast", ["j"], ["f"], to=TensorProto.FLOAT16), helper.make_node("Neg", ["f"], ["y"])]
+    inits = [weight("w", (5, 5)), weight("w2", (5,))]
+    shape = [1, "C", 2, 5]
+    outs = [value("y", [1, "C2", 2, 5], TensorProto.FLOAT16)]
+    for precision, fmt, sizes, want in [  # the Concat's channels are unknown (counted as 1): 40 bytes
+            ("fp32", "linear", {"C": 3}, {"mm": (120, 4 * 120, "fusion lost: MatMul -> Add at mm"),
+                                        "ep": (120, 2 * 120, None),
+                                        "ng": (120, 4 * 120, "fusion lost: Neg -> Relu at ng"),
+                                        "act": (120, 4 * 120, "act is copied into a Concat"),
+                                        "z4": (40, 2 * 40, None), "i": (40, 2 * 40, None), "f": (20, 2 * 20, None)}),
+            ("fp16", "linear", {"C": 3}, {"mm": (120, 6 * 120, "fusion lost: MatMul -> Add at mm"),
+                                        "z4": (40, 4 * 40, "z4 is reformatted (FP32 linear boundary of FP16 snippets)"),
+                                        "i": (40, 2 * 40, None), "f": (20, 2 * 20, None)}),
+            ("fp16", "hwc8", {"C": 3}, {"mm": (160, 4 * 160, "fusion lost: MatMul -> Add at mm"),  # 3 -> 8 channels
+                                      "z4": (160, 2 * 160, None), "i": (40, 2 * 40, None), "f": (20, 2 * 20, None)}),
+            ("fp16", "hwc8", {"C": 9}, {"mm": (320, 4 * 320, "fusion lost: MatMul -> Add at mm")}),  # 9 -> 16
+            ("bf16", "hwc8", {"C": 8}, {"mm": (160, 4 * 160, "fusion lost: MatMul -> Add at mm")}),
+            ("fp32", "hwc8", {"C": 3}, {"mm": (120, 4 * 120, "fusion lost: MatMul -> Add at mm")})]:
+        _, model = _costed(nodes, [value("x", shape)], outs, inits, precision, fmt, sizes)
+        got = {t: model.tensor(t) for t in want}
+        assert got == {t: (b, c * 50.0, note) for t, (b, c, note) in want.items()}, (precision, fmt, sizes)
+    g, model = _costed(nodes, [value("x", [1, "C", 2, 5])], outs, inits, "fp16", "hwc8")
+    assert model.tensor("mm")[:2] == (160, 4 * 160 * 50.0)  # a channel count without a size counts as 1
+
+
 def test_dims_shape_inference_only_named_are_measured_on_one_run():
     """Sizes read off one onnxruntime run for dims that are named but unsized: the first tensor naming a dim
     gives its size, dims given with --dims and unknown ones ('?') are not measured, nor tensors whose rank
