@@ -269,7 +269,7 @@ def _as_array(name: str, value: Any) -> np.ndarray | DeviceArray:
 
 def _host_scalar(name: str, value: Any, dtype: str) -> np.ndarray:
     if type(value) is int and dtype.startswith("float"):  # noqa: E721 (not bool); 2**70 is an object array
-        value = float(value) if abs(value) < 2**1023 else math.copysign(math.inf, value)
+        value = float(value) if abs(value) < 2**1023 else math.inf if value > 0 else -math.inf  # no float(value)
     try:
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (ValueError, TypeError):

@@ -57,6 +57,42 @@ def test_float_host_scalars_accept_any_number(workdir):
     assert arrays["flag"] == 2.5
 
 
+def test_float_host_scalars_take_python_ints_of_any_size(workdir):
+    text = (workdir / "base.yaml").read_text().replace("flag: {dtype: int32", "flag: {dtype: float32")
+    pipeline = load_pipeline(write(workdir, text))
+    x = np.ones((1, 4), np.float32)
+    assert check_inputs(pipeline, {"x": x, "flag": 2**70})[0]["flag"] == np.float32(2.0**70)  # not an object array
+    with pytest.raises(InputError, match=r"^input 'flag' = 8.98846567431158e\+307 is outside the range of float32"):
+        check_inputs(pipeline, {"x": x, "flag": 2**1023 - 1})
+    assert check_inputs(pipeline, {"x": x, "flag": 2**1023})[0]["flag"] == np.inf  # float() would overflow
+    assert check_inputs(pipeline, {"x": x, "flag": -(2**1100)})[0]["flag"] == -np.inf
+
+
+def test_output_buffers_given_to_check_inputs(base):
+    given = {"x": np.ones((2, 4), np.float32), "flag": 1}
+    with pytest.raises(InputError, match=r"^out: q, \(1, 2\), " + "a" * 40 + ", " + "b" * 37 + r"\.\.\. is not an output "
+                                         r"\(outputs: z\)$"):
+        check_inputs(base, given, out={"q": np.zeros(1), (1, 2): np.zeros(1), "a" * 40: 0, "b" * 41: 0})
+    with pytest.raises(InputError, match=r"^out\['z'\]: expected a numpy or device array, got list$"):
+        check_inputs(base, given, out={"z": [0.0]})
+    frozen = np.zeros((2, 4), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(InputError, match=r"^out\['z'\]: the array is read-only$"):
+        check_inputs(base, given, out={"z": frozen})
+    with pytest.raises(InputError, match=r"^out\['z'\]: expected a C-contiguous float32 array of shape \[2, 4\], got "
+                                         r"float32 \[3, 4\]$"):
+        check_inputs(base, given, out={"z": np.zeros((3, 4), np.float32)})
+    assert check_inputs(base, given, out={"z": np.zeros((2, 4), np.float32)})[1] == {"N": 2}
+    assert check_inputs(base, given, out={"z": FakeDevice((2, 4))})[1] == {"N": 2}
+
+
+def test_device_arrays_in_another_byte_order_are_refused(base):
+    with pytest.raises(InputError, match=r"^input 'x': a device array in non-native byte order \(>f4\); convert it to "
+                                         r"native order first$"):
+        check_inputs(base, {"x": FakeDevice((2, 4), ">f4"), "flag": 1})
+    assert check_inputs(base, {"x": FakeDevice((2, 4), "|f4"), "flag": 1})[1] == {"N": 2}
+
+
 def test_inputs_after_a_host_scalar_are_checked_too(workdir):
     text = (workdir / "base.yaml").read_text()
     text = text.replace("  x: {dtype: float32, shape: [N, 4]}\n  flag: {dtype: int32, host: true}\n",
