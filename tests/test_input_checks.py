@@ -68,6 +68,16 @@ def test_float_host_scalars_take_python_ints_of_any_size(workdir):
     assert check_inputs(pipeline, {"x": x, "flag": -(2**1100)})[0]["flag"] == -np.inf
 
 
+def test_a_host_scalar_of_another_kind_is_described_shortly(base):
+    given = {"x": np.ones((2, 4), np.float32)}
+    with pytest.raises(InputError, match=r"^input 'flag' is a host scalar of dtype int32; got str 'abc'$"):
+        check_inputs(base, {**given, "flag": "abc"})
+    with pytest.raises(InputError, match=r"^input 'flag' is a host scalar of dtype int32; got str '" + "q" * 36 + r"\.\.\.$"):
+        check_inputs(base, {**given, "flag": "q" * 39})
+    with pytest.raises(InputError, match=r"^input 'flag' is a host scalar of dtype int32; got str '" + "q" * 38 + "'$"):
+        check_inputs(base, {**given, "flag": "q" * 38})
+
+
 def test_output_buffers_given_to_check_inputs(base):
     given = {"x": np.ones((2, 4), np.float32), "flag": 1}
     with pytest.raises(InputError, match=r"^out: q, \(1, 2\), " + "a" * 40 + ", " + "b" * 37 + r"\.\.\. is not an output "

@@ -497,6 +497,7 @@ def _check_piece_costs(g, model):
 def test_piece_costs_charge_what_each_piece_leaves_crossing_and_block_what_cannot_cross():
     g, model = _blocked_chain()
     assert [model.tensor(t)[1] for t in ("a", "u", "d")] == [3200.0, np.inf, 400.0]  # d's shape is unknown: 4 bytes
+    assert model.tensor("u") == (0, np.inf, "u cannot cross a cut (no tensor type, or a shape tensor)")
     costs = _check_piece_costs(g, model)
     assert [bool(np.isfinite(costs[0, b])) for b in range(1, len(g.order) + 1)] == [
         True, False, False, False, True, True, True]
@@ -527,7 +528,8 @@ def test_cuts_cannot_carry_an_untyped_tensor(tmp_path):
         cuts_at(g, model, "a,b", tmp_path / "m.onnx")
     first, second = cuts_at(g, model, "a,d", tmp_path / "m.onnx")
     assert (first.tensors, second.tensors, second.passed, second.cost) == (("a",), ("a", "d"), ("a",), 400.0)
-    assert [c.position for c in balanced_cuts(g, model, 4, tmp_path / "m.onnx")] == [0, 4, 5]
+    cuts = balanced_cuts(g, model, 4, tmp_path / "m.onnx")
+    assert [(c.position, c.passed) for c in cuts] == [(0, ()), (4, ("a",)), (5, ("a",))]  # a crosses all three
     with pytest.raises(SnipError, match=r"^\S*m.onnx: at most 4 pieces: 3 of the 6 places to cut would carry a shape "
                                         r"tensor or an untyped tensor \(first: 'u'\)$"):
         balanced_cuts(g, model, 5, tmp_path / "m.onnx")
@@ -545,6 +547,13 @@ def test_pieces_refused_name_the_first_tensor_that_cannot_cross(tmp_path):
         balanced_cuts(g, model, 5, tmp_path / "m.onnx")
     assert [c.position for c in balanced_cuts(g, model, 4, tmp_path / "m.onnx")] == [1, 2, 3]
     assert not oversized(np.array([6.0, 1, 1, 1]), 3).any()  # exactly twice the mean is not over it
+
+
+def test_size_and_shape_of_activations_are_shape_tensors():
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Size", ["a"], ["n"]),
+             helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT), helper.make_node("Add", ["a", "nf"], ["y"])]
+    g, model = _costed(nodes, [value("x", ["N", 8])], [value("y", ["N", 8])])
+    assert model.shape_valued == {"n", "nf"} and not np.isfinite(model.tensor("nf")[1])
 
 
 def test_balanced_cuts_count_pieces(tmp_path):
@@ -708,7 +717,9 @@ def test_cut_tensor_costs_notes_and_channel_padding():
         _, model = _costed(nodes, [value("x", shape)], outs, inits, precision, fmt, sizes)
         got = {t: model.tensor(t) for t in want}
         assert got == {t: (b, c * 50.0, note) for t, (b, c, note) in want.items()}, (precision, fmt, sizes)
+        assert all(type(b) is int for b, _, _ in got.values())
     g, model = _costed(nodes, [value("x", [1, "C", 2, 5])], outs, inits, "fp16", "hwc8")
+    assert model.tensor("y") == (20, 2 * 20 * 50.0, None)  # an output nothing reads
     assert model.tensor("mm")[:2] == (160, 4 * 160 * 50.0)  # a channel count without a size counts as 1
 
 
