@@ -263,6 +263,25 @@ def test_npz_headers_are_checked_against_limits_before_any_data(tmp_path: Path):
         load_npz(path)
 
 
+def test_files_that_are_not_npz_archives_are_named(tmp_path: Path):
+    from orchestrator.inputs import load_npz
+
+    with pytest.raises(InputError, match=r"^inputs: cannot read \S*missing.npz: No such file or directory$"):
+        load_npz(tmp_path / "missing.npz")
+    np.save(tmp_path / "a.npy", X)
+    with pytest.raises(InputError, match=r"^\S*a.npy is an .npy file \(one array\); inputs are an .npz with one array "
+                                         r"per input name: numpy.savez\('inputs.npz', image=array, ...\)$"):
+        load_npz(tmp_path / "a.npy")
+    (tmp_path / "t.npz").write_bytes(b"\x93NUMPz and more")
+    with pytest.raises(InputError, match=r"^\S*t.npz is not an .npz file \(numpy.savez\('inputs.npz', name=array, "
+                                         r"...\) makes one\)$"):
+        load_npz(tmp_path / "t.npz")
+    (tmp_path / "pk.npz").write_bytes(b"PK\x03\x04")
+    with pytest.raises(InputError, match=r"^\S*pk.npz: cannot read the .npz archive \(File is not a zip file\); is it "
+                                         r"truncated\?$"):
+        load_npz(tmp_path / "pk.npz")
+
+
 def test_max_elements_of_inputs_with_bounded_dims(workdir: Path):
     from orchestrator.inputs import max_elements
     from orchestrator.pipeline.load import load_pipeline
