@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +59,16 @@ def _snip(model_path: Path, out_dir: Path, at: str | None, pieces: int | None, d
     graph = Graph(model)
     graph.sizes = {**checks.input_sizes(graph, given), **(dims or {})}
     _check_given(graph, given, model_path)
-    if pieces is not None and pieces > 1:
-        with contextlib.suppress(SnipError):  # inputs random data cannot fill: the verification says so
-            graph.measured = checks.measured_sizes(graph, checks.feeds(graph, given, display_name(model_path)))
+    try:  # the verification's feeds, made once; with --pieces they also size the dims inference could not
+        feeds = checks.feeds(graph, given, display_name(model_path))
+    except SnipError:
+        feeds = None  # inputs random data cannot fill: refused after the cuts are chosen, as before
+    if feeds is not None and pieces is not None and pieces > 1:
+        graph.measured = checks.measured_sizes(graph, feeds)
     costs = CostModel(graph, precision, boundary_format)
     cuts = cuts_at(graph, costs, at, model_path) if at else balanced_cuts(graph, costs, pieces, model_path)
-    feeds = checks.feeds(graph, given, display_name(model_path))
+    if feeds is None:
+        feeds = checks.feeds(graph, given, display_name(model_path))
     parts = split(graph, [c.position + 1 for c in cuts])
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []

@@ -29,10 +29,14 @@ class Cost:
         return sum(self.ops.values())
 
 
-def cost(model, known: dict[str, tuple[int, ...]] | None = None) -> Cost:
+Shapes = tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]
+
+
+def cost(model, known: dict[str, tuple[int, ...]] | None = None, inferred: Shapes | None = None) -> Cost:
     """The node count by op type, estimated FLOPs at batch 1, and bytes of initializers and Constants;
-    ``known`` (``static_shapes`` of another model) gives shapes this model's inference cannot fully tell."""
-    told, partial = _inferred_shapes(model)
+    ``known`` (the fully told shapes of another model) gives shapes this model's inference cannot tell;
+    ``inferred``: this model's ``inferred_shapes``, when the caller already has them."""
+    told, partial = inferred if inferred is not None else inferred_shapes(model)
     shapes = {**partial, **(known or {}), **told}
     graph = model.graph
     flops = sum(_node_flops(node, shapes) for node in graph.node)
@@ -48,12 +52,7 @@ def _tensor_bytes(tensor) -> int:
     return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
 
 
-def static_shapes(model) -> dict[str, tuple[int, ...]]:
-    """Shapes of every tensor shape inference fully tells, symbolic dimensions of the inputs set to 1."""
-    return _inferred_shapes(model)[0]
-
-
-def _inferred_shapes(model) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+def inferred_shapes(model) -> Shapes:
     """(fully told shapes, shapes with some dimension unknown, that dimension set to 1), symbolic
     dimensions of the inputs set to 1."""
     import onnx

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InternalError, OrchestratorError
-from .cost import Cost, cost, static_shapes
+from .cost import Cost, cost, inferred_shapes
 from .edges import EdgeReport, strip_edges_bytes
 from .trivial import replace_trivial
 
@@ -108,16 +108,18 @@ PASSES: tuple[tuple[str, str, Callable], ...] = (
 def optimize_model(model, *, name: str = "model") -> tuple[object, OptimizeReport]:
     """The optimised model and the report of every pass; ``name`` appears in errors."""
     reports = []
+    shapes = inferred_shapes(model)
     for pass_name, by, function in PASSES:
-        previous = model
+        previous, previous_shapes = model, shapes
         try:
             model, notes = function(model)
         except OrchestratorError:
             raise
         except Exception as exc:  # library errors: name the pass and the model
             raise OptimizeError(f"{name}: pass {pass_name} ({by}) failed: {str(exc).splitlines()[0]}") from None
-        known = static_shapes(model)  # what the pass let inference see counts before it too
-        reports.append(PassReport(pass_name, by, cost(previous, known), cost(model), tuple(notes)))
+        shapes = inferred_shapes(model)  # what the pass let inference see counts before it too
+        before = cost(previous, known=shapes[0], inferred=previous_shapes)
+        reports.append(PassReport(pass_name, by, before, cost(model, inferred=shapes), tuple(notes)))
     return model, OptimizeReport(tuple(reports))
 
 
@@ -154,9 +156,9 @@ def optimize_file(source: Path, destination: Path, *, strip_edges: bool = False)
         data = onnx_file_bytes(source)  # external data inlined: the written model is self-contained
     except OSError as exc:
         raise OptimizeError(f"{display_name(source)}: cannot read: {exc.strerror}") from None
+    except OrchestratorError:
+        raise
     except Exception as exc:
-        if isinstance(exc, OrchestratorError):
-            raise
         raise OptimizeError(f"{display_name(source)}: cannot read ONNX model: {str(exc).splitlines()[0]}") from None
     optimized, report = optimize_bytes(data, name=display_name(source))
     from .verify import check_same_outputs
