@@ -23,15 +23,7 @@ extern "C" __global__ void softmax_topk_fast(const float* logits, int* index, fl
   int where[TOPK];
   topk_init(best, where);
   float m = neg_infinity(), s = 0.f;
-  if ((cols & 3) == 0 && ((size_t)logits & 15) == 0) {
-    for (int j = threadIdx.x; 4 * j < cols; j += blockDim.x) {
-      float4 f = reinterpret_cast<const float4*>(x)[j];
-      visit(best, where, m, s, f.x, 4 * j); visit(best, where, m, s, f.y, 4 * j + 1);
-      visit(best, where, m, s, f.z, 4 * j + 2); visit(best, where, m, s, f.w, 4 * j + 3);
-    }
-  } else {
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) visit(best, where, m, s, x[j], j);
-  }
+  for_each_strided(logits, x, cols, [&](float v, int j) { visit(best, where, m, s, v, j); });
   const float row_max = block_max_fast(m, partial);
   const float sum = block_sum_fast(m == neg_infinity() ? 0.f : s * expf(m - row_max), partial);
   topk_pop(best, where, [&](int r, int i, float v) {

@@ -33,6 +33,21 @@ __device__ inline void topk_warp_argmax(float& v, int& i) {
   }
 }
 
+// f(value, index) for each element of `row` this thread visits (strided by blockDim.x), in increasing index
+// order: float4 loads when cols % 4 == 0 and `base` (the tensor, whose rows then all start aligned) is
+// 16-byte aligned, else scalar loads.
+template <typename F>
+__device__ inline void for_each_strided(const float* base, const float* row, int cols, F f) {
+  if ((cols & 3) == 0 && ((size_t)base & 15) == 0) {
+    for (int j = threadIdx.x; 4 * j < cols; j += blockDim.x) {
+      float4 v = reinterpret_cast<const float4*>(row)[j];
+      f(v.x, 4 * j); f(v.y, 4 * j + 1); f(v.z, 4 * j + 2); f(v.w, 4 * j + 3);
+    }
+  } else {
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) f(row[j], j);
+  }
+}
+
 // The K best of the block, in order: emit(r, index, value) runs on one thread for r = 0..K-1 (index
 // NO_INDEX when the row has fewer than K elements). Every thread of the block must call it.
 template <typename Emit>
