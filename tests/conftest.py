@@ -45,6 +45,19 @@ def gpu(request: pytest.FixtureRequest) -> None:
         require_gpu()
 
 
+@pytest.fixture
+def primary_context():
+    """Device 0's primary context, retained for the test and current on its thread: for a GPU test's own
+    driver calls (buffers, streams) made before or after its pipelines. Without it such a call depends on
+    what an earlier test in the same worker left current (run 9: CUDA_ERROR_INVALID_CONTEXT), and what it
+    allocated dies with the context when the test's last pipeline closes."""
+    from orchestrator.backends.cuda.driver import Context
+
+    context = Context(0)
+    yield context
+    context.release()
+
+
 def tiny_model(op: str, inputs: list[str], outputs: list[str], shape=("N", 4), dtype=TensorProto.FLOAT):
     graph = helper.make_graph(
         [helper.make_node(op, inputs, outputs)], f"tiny_{op}",

@@ -100,7 +100,7 @@ class RawDeviceArray:
         check(cu.cuMemFree(self.ptr), "cuMemFree")
 
 
-def test_zero_copy_device_inputs_give_the_same_outputs(cache_dir):
+def test_zero_copy_device_inputs_give_the_same_outputs(cache_dir, primary_context):
     gpu, _ = pair("matting", cache_dir)
     x = inputs("matting", 7)
     want = gpu.run(x)["alpha"]
@@ -115,7 +115,7 @@ def test_zero_copy_device_inputs_give_the_same_outputs(cache_dir):
         trimap.free()
 
 
-def test_external_stream_is_used(cache_dir):
+def test_external_stream_is_used(cache_dir, primary_context):
     handle = check(cu.cuStreamCreate(0), "cuStreamCreate")
     try:
         gpu, cpu = pair("classify", cache_dir, stream=int(handle))

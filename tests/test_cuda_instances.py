@@ -95,7 +95,7 @@ def test_engines_are_deserialised_once_per_device(hammer_yaml, cache, monkeypatc
         assert len(engines) == 1
 
 
-def test_one_stream_per_instance_when_given(hammer_yaml, cache):
+def test_one_stream_per_instance_when_given(hammer_yaml, cache, primary_context):
     handles = [check(cu.cuStreamCreate(0), "cuStreamCreate") for _ in range(2)]
     try:
         with cuda_orch(hammer_yaml, cache, instances=2, stream=[int(h) for h in handles]) as orch:
@@ -132,7 +132,7 @@ def download(view, shape, dtype) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode", MODES, ids=IDS)
-def test_device_inputs_and_outputs_in_every_mode(hammer_yaml, cache, mode):
+def test_device_inputs_and_outputs_in_every_mode(hammer_yaml, cache, mode, primary_context):
     """Per thread: its own device input buffers, refilled before each run; outputs read as device views
     while the thread holds its instance."""
     failures: list[str] = []
@@ -163,6 +163,7 @@ def test_device_inputs_and_outputs_in_every_mode(hammer_yaml, cache, mode):
             w.start()
         for w in workers:
             w.join()
+    primary_context.make_current()  # closing the pipeline left this thread with no context of ours
     for x, s in buffers.values():
         x.free()
         s.free()

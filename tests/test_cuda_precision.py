@@ -5,6 +5,7 @@ fp32, and the merged timing cache."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,25 +102,35 @@ def _conv_model(channels: int):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
-def test_timing_caches_merge_the_entries_of_both(workdir, monkeypatch):
-    """Two convolutions of different widths time different tactics: the merged cache holds both sets, so
-    it is larger than either (a merge that kept one side only, as TensorRT 8.6 did when combining into a
-    cache that had timed nothing, fails here). Built at TensorRT's default level, which times tactics."""
+def test_timing_caches_keep_the_entries_of_every_build(workdir, monkeypatch, caplog):
+    """Two convolutions of different widths time different tactics. Built one after the other into one
+    cache directory, the timing cache ends with both sets (larger than after the first alone) and no merge
+    is needed; built into two directories, merging the two caches keeps both sets. Built at TensorRT's
+    default level, which times tactics. (Run 9 read the files with the cache's checksum header still on,
+    so TensorRT saw no timing cache at all.)"""
     import onnx
     from conftest import write
 
+    from orchestrator import cache
     from orchestrator.backends.cuda import snippet, trt
 
     monkeypatch.delenv(snippet.LEVEL_VARIABLE, raising=False)
-    caches = []
-    for channels in (16, 48):
+
+    def build(channels: int, cache_dir: Path) -> bytes:
         onnx.save(_conv_model(channels), str(workdir / f"conv{channels}.onnx"))
         path = write(workdir, f"dims:\n  N: {{min: 1, opt: 1, max: 2}}\ninputs:\n  x: {{dtype: float32, shape: [N, 8, 16, 16]}}\n"
                               f"outputs: [y]\nsnippets:\n  s: {{onnx: conv{channels}.onnx}}\nsteps:\n  - snippet: s\n",
                      f"conv{channels}.yaml")
-        Orchestrator.from_yaml(path, device="cuda", cache_dir=workdir / f"c{channels}").close()
-        caches.append(next((workdir / f"c{channels}" / "timing").glob("*.cache")).read_bytes())
-    merged = trt.merge_timing_caches(*caches)
-    assert len(merged) > max(len(c) for c in caches), [len(c) for c in caches + [merged]]
-    assert len(trt.merge_timing_caches(caches[1], caches[0])) == len(merged)  # either order
-    assert trt.merge_timing_caches(caches[0], None) == caches[0]
+        Orchestrator.from_yaml(path, device="cuda", cache_dir=cache_dir).close()
+        return cache.read(next((cache_dir / "timing").glob("*.cache")))
+
+    first = build(16, workdir / "shared")
+    both = build(48, workdir / "shared")
+    assert len(both) > len(first), (len(first), len(both))
+    assert "could not combine" not in caplog.text
+    apart = [first, build(48, workdir / "c48")]
+    merged = trt.merge_timing_caches(*apart)
+    assert "could not combine" not in caplog.text
+    assert len(merged) > max(len(c) for c in apart), [len(c) for c in apart + [merged]]
+    assert len(trt.merge_timing_caches(apart[1], apart[0])) == len(merged)  # either order
+    assert trt.merge_timing_caches(apart[0], None) == apart[0]

@@ -148,3 +148,33 @@ def test_a_refused_merge_keeps_the_larger_cache(fake_timing, caplog):
     FakeTimingCache.refuse = True
     assert trt.merge_timing_caches(b"x", b"a;b") == b"a;b"
     assert "could not combine" in caplog.text
+
+
+def test_timing_cache_is_replaced_while_nobody_else_wrote_it(workdir, requests, monkeypatch):
+    """One build after another in one process: each starts from the file and ends with all of it, so the
+    file is replaced and TensorRT's combine is never asked (on the H100 it refused such merges, run 9)."""
+    from orchestrator import cache
+
+    merges = []
+    monkeypatch.setattr(trt, "merge_timing_caches", lambda ours, theirs: merges.append(theirs) or ours)
+    monkeypatch.setattr(trt, "build_engine", lambda onnx_bytes, *, name, timing_cache, **settings: (
+        b"engine:" + name.encode(), (timing_cache or b"") + name.encode() + b";"))
+    engines = cache_for(workdir)
+    engines.engines(requests, jobs=1)
+    assert cache.read(engines.timing_path) == b"".join(n.encode() + b";" for n in requests)
+    assert merges == []
+
+
+def test_timing_cache_written_meanwhile_is_merged(workdir, requests, monkeypatch):
+    from orchestrator import cache
+
+    merges = []
+    monkeypatch.setattr(trt, "merge_timing_caches", lambda ours, theirs: merges.append((ours, theirs)) or ours + theirs)
+    engines = cache_for(workdir)
+    engines.timing_path.parent.mkdir(parents=True)
+    cache.write_atomic(engines.timing_path, b"base;")
+    engines.save_timing_cache(b"base;mine;", base=b"base;")  # nobody wrote since: replaced
+    assert cache.read(engines.timing_path) == b"base;mine;" and merges == []
+    engines.save_timing_cache(b"base;other;", base=b"base;")  # another build wrote "mine" meanwhile
+    assert merges == [(b"base;other;", b"base;mine;")]
+    assert cache.read(engines.timing_path) == b"base;other;base;mine;"

@@ -127,7 +127,7 @@ class EngineCache:
         """One at a time on this thread, or ``jobs`` worker processes at once (build_worker.py says why
         not threads); results are stored on this thread as they arrive."""
         if jobs <= 1:
-            return {name: self._store(path, *trt.build_engine(**self._settings(request, onnx_bytes)))
+            return {name: self._store(path, *self._build_here(request, onnx_bytes))
                     for name, (request, path, onnx_bytes) in work.items()}
         built: dict[str, bytes] = {}
         with ThreadPoolExecutor(jobs, thread_name_prefix="trt-build") as pool:
@@ -152,26 +152,36 @@ class EngineCache:
                 "timing_cache": cache.read(self.timing_path), "formats": info.formats,
                 "optimization_level": self.level}
 
-    def _build_in_worker(self, request: EngineRequest, onnx_bytes: bytes) -> tuple[bytes, bytes]:
+    def _build_here(self, request: EngineRequest, onnx_bytes: bytes) -> tuple[bytes, bytes, bytes | None]:
+        """(engine, timing cache after the build, timing cache it started from)."""
         settings = self._settings(request, onnx_bytes)
-        model = settings.pop("onnx_bytes")
-        return build_worker.run_in_worker(self.build_function, model, {**settings, "device_index": self.device.ordinal},
-                                          name=request.info.name)
+        return (*trt.build_engine(**settings), settings["timing_cache"])
 
-    def _store(self, path: Path, serialized: bytes, timing: bytes) -> bytes:
+    def _build_in_worker(self, request: EngineRequest, onnx_bytes: bytes) -> tuple[bytes, bytes, bytes | None]:
+        settings = self._settings(request, onnx_bytes)
+        model, base = settings.pop("onnx_bytes"), settings["timing_cache"]
+        built = build_worker.run_in_worker(self.build_function, model, {**settings, "device_index": self.device.ordinal},
+                                           name=request.info.name)
+        return (*built, base)
+
+    def _store(self, path: Path, serialized: bytes, timing: bytes, base: bytes | None) -> bytes:
         self.builds += 1
         cache.write_atomic(path, serialized)
-        self.save_timing_cache(timing)
+        self.save_timing_cache(timing, base)
         return serialized
 
-    def save_timing_cache(self, timing: bytes) -> None:
-        """Merge with what is on disk now (another process may have built meanwhile), under a lock."""
+    def save_timing_cache(self, timing: bytes, base: bytes | None = None) -> None:
+        """Store the timing cache a build ended with, under a lock. It grew from ``base``, the cache on disk
+        when the build started: while the file still holds ``base`` it is simply replaced; when another
+        build wrote it meanwhile, the two are merged (trt.merge_timing_caches)."""
         from filelock import FileLock
 
         self.timing_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.timing_path) + ".lock", timeout=600):
-            merged = trt.merge_timing_caches(timing, cache.read(self.timing_path))
-            cache.write_atomic(self.timing_path, merged)
+            on_disk = cache.read(self.timing_path)
+            if on_disk is not None and on_disk != base:
+                timing = trt.merge_timing_caches(timing, on_disk)
+            cache.write_atomic(self.timing_path, timing)
 
 
 class TensorRTSnippet:
