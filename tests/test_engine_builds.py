@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import fake_builds
 import pytest
 from conftest import write
 
@@ -24,6 +25,9 @@ def requests(workdir, monkeypatch) -> dict[str, EngineRequest]:
     monkeypatch.setattr(trt, "precision_path", lambda name, precision, requested, keep: "fp32")
     monkeypatch.setattr(trt, "deserialize", lambda data: ("engine", data) if data.startswith(b"engine:") else None)
     monkeypatch.setattr(trt, "merge_timing_caches", lambda ours, theirs: ours)
+    # one miss builds on the calling thread (jobs = min(jobs, misses)): the same fake, in this process
+    monkeypatch.setattr(trt, "build_engine", lambda onnx_bytes, **settings: fake_builds.build_engine(
+        onnx_bytes, device_index=0, **settings))
     monkeypatch.setenv("FAKE_BUILD_LOG", str(workdir / "builds.log"))
     names = [f"s{i}" for i in range(SNIPPETS)]
     write(workdir, "inputs:\n  x: {dtype: float32, shape: [4, 4]}\noutputs: [x5]\nsnippets:\n"
@@ -178,3 +182,34 @@ def test_timing_cache_written_meanwhile_is_merged(workdir, requests, monkeypatch
     engines.save_timing_cache(b"base;other;", base=b"base;")  # another build wrote "mine" meanwhile
     assert merges == [(b"base;other;", b"base;mine;")]
     assert cache.read(engines.timing_path) == b"base;other;base;mine;"
+
+
+def test_an_engine_another_process_is_building_is_waited_for_not_built_twice(workdir, requests):
+    """Two caches on one directory (as two processes: test workers, servers started together) asking for
+    the same engines at once: each engine is built once, and both get every engine."""
+    caches = [cache_for(workdir), cache_for(workdir)]
+    got: list[dict] = [{}, {}]
+    threads = [threading.Thread(target=lambda k=k: got[k].update(caches[k].engines(requests, jobs=3)))
+               for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[0].keys() == got[1].keys() == requests.keys()
+    assert got[0] == got[1]
+    assert sorted(n for n, *_ in builds(workdir)) == sorted(requests)  # each built once
+    assert caches[0].builds + caches[1].builds == SNIPPETS
+
+
+def test_an_entry_that_does_not_load_is_rebuilt_under_the_lock(workdir, requests, caplog, monkeypatch):
+    from orchestrator import cache
+
+    monkeypatch.setattr(trt, "build_engine", lambda onnx_bytes, *, name, **settings: (b"engine:" + name.encode(), b""))
+    engines = cache_for(workdir)
+    name, request = next(iter(requests.items()))
+    path = engines._entry(request)[0]
+    path.parent.mkdir(parents=True)
+    cache.write_atomic(path, b"not an engine")  # a sound entry TensorRT cannot load
+    got = engines.engines({name: request}, jobs=1)
+    assert got[name] == ("engine", b"engine:" + name.encode()) and engines.builds == 1
+    assert "is corrupt or incompatible; rebuilding" in caplog.text

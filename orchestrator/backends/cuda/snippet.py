@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,6 +67,7 @@ class EngineCache:
         gpu = re.sub(r"\W+", "_", device.name)
         self.timing_path = root / "timing" / f"{gpu}-{device.arch}-trt{trt.version()}.cache"
         self.builds = 0  # engines built (not loaded from the cache) by this object
+        self._counting = threading.Lock()  # builds end on pool threads
         self.build_function = build_worker.DEFAULT_FUNCTION  # what a worker process runs
         self.level = optimization_level()
 
@@ -94,12 +96,13 @@ class EngineCache:
         """Every requested engine, from the cache or built: misses build ``jobs`` at a time in worker
         processes (build_worker.py), with a line per snippet as it starts and ends."""
         entries = {name: self._entry(request) for name, request in requests.items()}
-        engines = {name: self._load(path) for name, (path, _) in entries.items()}
+        found = {name: cache.read(path) for name, (path, _) in entries.items()}
+        engines = {name: self._load(entries[name][0], data) for name, data in found.items()}
         missing = [name for name, engine in engines.items() if engine is None]
         jobs = min(jobs or build_jobs(), len(missing) or 1)
         if len(missing) > 1:
             log.info("orchestrator: building %d TensorRT engines, %d at a time", len(missing), jobs)
-        built = self._build_all({n: (requests[n], *entries[n]) for n in missing}, jobs)
+        built = self._build_all({n: (requests[n], *entries[n], found[n]) for n in missing}, jobs)
         for name in missing:
             engine = trt.deserialize(built[name])
             if engine is None:
@@ -114,8 +117,7 @@ class EngineCache:
         return self.root / "engines" / f"{info.name}-{key[:32]}.engine", onnx_bytes
 
     @staticmethod
-    def _load(path: Path) -> Any | None:
-        data = cache.read(path)
+    def _load(path: Path, data: bytes | None) -> Any | None:
         if data is None:
             return None
         engine = trt.deserialize(data)
@@ -123,24 +125,44 @@ class EngineCache:
             log.warning("orchestrator: cached engine %s is corrupt or incompatible; rebuilding", path.name)
         return engine
 
-    def _build_all(self, work: dict[str, tuple[EngineRequest, Path, bytes]], jobs: int) -> dict[str, bytes]:
+    def _build_all(self, work: dict[str, tuple[EngineRequest, Path, bytes, bytes | None]], jobs: int) -> dict[str, bytes]:
         """One at a time on this thread, or ``jobs`` worker processes at once (build_worker.py says why
-        not threads); results are stored on this thread as they arrive."""
+        not threads)."""
         if jobs <= 1:
-            return {name: self._store(path, *self._build_here(request, onnx_bytes))
-                    for name, (request, path, onnx_bytes) in work.items()}
+            return {name: self._build_once(*item, in_worker=False) for name, item in work.items()}
         built: dict[str, bytes] = {}
         with ThreadPoolExecutor(jobs, thread_name_prefix="trt-build") as pool:
-            futures = {pool.submit(self._build_in_worker, request, onnx_bytes): (name, path)
-                       for name, (request, path, onnx_bytes) in work.items()}
+            futures = {pool.submit(self._build_once, *item, in_worker=True): name for name, item in work.items()}
             try:
                 for future in as_completed(futures):
-                    name, path = futures[future]
-                    built[name] = self._store(path, *future.result())
+                    built[futures[future]] = future.result()
             except BaseException:
                 pool.shutdown(cancel_futures=True)  # builds already running finish; the first failure is raised
                 raise
         return {name: built[name] for name in work}
+
+    def _build_once(self, request: EngineRequest, path: Path, onnx_bytes: bytes, seen: bytes | None, *,
+                    in_worker: bool) -> bytes:
+        """Build and store one engine under a lock on its entry: a process that finds another building the
+        same engine (test workers, servers started together) waits and takes what that one stored, instead
+        of building it a second time. ``seen`` is what the entry held before (nothing, or a corrupt engine)."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.root / "locks" / f"{path.name}.lock"))
+        Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("orchestrator: another process is building snippet '%s'; waiting for it", request.info.name)
+            lock.acquire()
+        try:
+            data = cache.read(path)
+            if data is not None and data != seen:
+                return data
+            build = self._build_in_worker if in_worker else self._build_here
+            return self._store(path, *build(request, onnx_bytes))
+        finally:
+            lock.release()
 
     def _settings(self, request: EngineRequest, onnx_bytes: bytes) -> dict[str, Any]:
         """trt.build_engine's arguments (the model converted first on the converted path)."""
@@ -165,7 +187,8 @@ class EngineCache:
         return (*built, base)
 
     def _store(self, path: Path, serialized: bytes, timing: bytes, base: bytes | None) -> bytes:
-        self.builds += 1
+        with self._counting:
+            self.builds += 1
         cache.write_atomic(path, serialized)
         self.save_timing_cache(timing, base)
         return serialized
