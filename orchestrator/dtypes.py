@@ -23,7 +23,13 @@ def to_numpy(name: str) -> np.dtype:
     return np.dtype("bool" if name == "bool" else name)
 
 
+_BY_NUMPY = {np.dtype("bool" if n == "bool" else n): n for n in DTYPES}  # native byte order
+
+
 def from_numpy(dtype: np.dtype) -> str | None:
+    found = _BY_NUMPY.get(dtype)  # every run checks its inputs' dtypes: a lookup, not dtype.name
+    if found is not None:
+        return found
     name = np.dtype(dtype).name
     return name if name in DTYPES else None
 

@@ -135,7 +135,8 @@ def check_inputs(pipeline: Pipeline, given: Mapping[str, Any],
         array = _as_array(name, value)
         if dtypes.from_numpy(array.dtype) != info.dtype:
             raise InputError(f"input '{name}': expected dtype {info.dtype}, got {array.dtype}")
-        mismatch = shapes.unify(info.shape, array.shape, env)  # type: ignore[arg-type]
+        # an input of fixed shape given exactly that shape binds no symbol: skip the general match
+        mismatch = None if array.shape == info.shape else shapes.unify(info.shape, array.shape, env)  # type: ignore[arg-type]
         if mismatch:
             raise InputError(f"input '{name}': shape {list(array.shape)}: {mismatch}")
         arrays[name] = array

@@ -231,9 +231,10 @@ class GraphCompiler:
         backend, control, launch = self.backend, self.control, self._launch
         hosts = list(control.host_slot)
         replacement: list[StepRunner] = []
+        reads_decisions = self._reads_decisions(observer)
 
         def emit(builder: Any) -> None:
-            if control.decisions_bytes:
+            if control.decisions_bytes and reads_decisions:  # else nobody reads them: one node less per run
                 check(cu.cuMemsetD32Async(control.address("decision", self.blocks[0].id), NOT_RUN & 0xFFFFFFFF,
                                           len(self.blocks), StreamRef.of(builder.stream).handle), "cuMemsetD32Async")
             self._emit(builder, body)
@@ -255,7 +256,8 @@ class GraphCompiler:
                     replacement.append(fallback())
                 return
             launch(graph)
-            self._check_decisions(observer)
+            if reads_decisions:
+                self._check_decisions(observer)
 
         return run
 
@@ -270,11 +272,14 @@ class GraphCompiler:
         check(cu.cuMemcpyHtoDAsync(self.control.device.address, staging.ctypes.data, self.control.host_bytes,
                                    self.backend.stream.handle), "cuMemcpyHtoDAsync(host slots)")
 
+    def _reads_decisions(self, observer: Any) -> bool:
+        """Whether runs read the decisions back: for an observer, or to catch a switch value that matches
+        no case (a switch without default)."""
+        return bool(self.blocks) and (observer is not None or any(
+            isinstance(b, SwitchBlock) and b.default is None for b in self.blocks))
+
     def _check_decisions(self, observer: Any) -> None:
         """Report branch decisions to the observer, and fail on a switch value that matched no case."""
-        needs_check = any(isinstance(b, SwitchBlock) and b.default is None for b in self.blocks)
-        if not self.blocks or (observer is None and not needs_check):
-            return
         control = self.control
         check(cu.cuMemcpyDtoHAsync(control.staging.address, control.device.address + control.decisions_offset,
                                    control.decisions_bytes, self.backend.stream.handle), "cuMemcpyDtoHAsync")
