@@ -47,7 +47,7 @@ fi
 if [[ $PHASES == *C* ]]; then  # in $BENCH's order (most needed first: a session cut off keeps the earlier figures)
   for b in $BENCH; do case $b in
     precision) step bench_precision 330 python bench/precision_paths.py --out $OUTS/precision_paths_fp16_b1.json ;;
-    kernels) step bench_kernels 240 python bench/kernels.py --batch 1 32 --network --out $OUTS/kernels.json ;;
+    kernels) step bench_kernels 330 python bench/kernels.py --batch 1 32 --network --out $OUTS/kernels.json ;;
     # torch.compile and CUDA-graph baselines, outside the rig's environment (bench/README.md)
     torch) step bench_torch 420 env -u PYTHONPATH /opt/torch/.venv/bin/python3 bench/torch_baseline.py \
              /tmp/orchestrator-bench/resnet50.npz --batch 1 --precision fp16 --out $OUTS/torch.json ;;
