@@ -35,8 +35,8 @@ class EngineRequest(NamedTuple):
 
 
 def build_jobs() -> int:
-    """Engines built at once (in worker processes): $ORCHESTRATOR_BUILD_JOBS, else 1. Opt-in until the
-    worker-process builds have run on the GPU (builds on threads deadlocked there: build_worker.py)."""
+    """Engines built at once (in worker processes, build_worker.py): $ORCHESTRATOR_BUILD_JOBS, else 1.
+    Opt-in: builds at once time their tactics on a shared GPU, and engines built under load ran slower."""
     text = os.environ.get(JOBS_VARIABLE, "").strip()
     if not text:
         return 1
