@@ -18,6 +18,8 @@ instances; a call copies the input in through pinned memory, enqueues the snippe
 order, copies the output back and synchronises. It runs none of the pipeline's NVRTC kernels, so it is
 a slightly easier bar than the orchestrator's work (target: orchestrator >= 0.9x its throughput).
 
+``breakdown``: one thread, one instance, graph mode: the medians of the phases of a run (input checks,
+staging, enqueueing, outputs: the wait and the copies) and of one raw call, to say where a gap comes from.
 ``memory``: device memory in use with N instances against one (cuMemGetInfo), per extra instance, beside
 the arena size and the pinned staging per instance. ``device_data``: one thread, one instance, run latency
 with numpy in/out (graph mode), device input zero-copy + device outputs (eager), and device input copied
@@ -238,6 +240,60 @@ def memory(args, name: str, scenario: tuple, result: dict) -> None:
     save(args, result, f"memory/{name}", row)
 
 
+def run_phases(orch, feeds: list[dict], iters: int, warmup: int = 20) -> dict[str, float]:
+    """One thread, one instance: medians (ms) of the phases of ``Executor.run`` (input checks, staging,
+    enqueueing the program, outputs: the wait for the GPU and the copies out) and of the whole ``orch.run``
+    (its pool take/give included): where a single run's time goes."""
+    from orchestrator.inputs import check_inputs
+
+    executor, backend, pipeline = orch.executor, orch.backend, orch.pipeline
+    backend.bind_thread()
+    phases: dict[str, list[float]] = {k: [] for k in ("check_inputs", "set_inputs", "program", "outputs")}
+    clock = time.perf_counter
+    for i in range(warmup + iters):
+        t0 = clock()
+        arrays, dims = check_inputs(pipeline, feeds[i % len(feeds)])
+        t1 = clock()
+        backend.set_inputs(arrays, dims)
+        t2 = clock()
+        executor._program()
+        t3 = clock()
+        backend.outputs(pipeline.outputs)
+        t4 = clock()
+        if i >= warmup:
+            for key, span in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                phases[key].append(span)
+    runs = []
+    for i in range(warmup + iters):
+        t = clock()
+        orch.run(feeds[i % len(feeds)])
+        if i >= warmup:
+            runs.append(clock() - t)
+    return {**{k: 1e3 * statistics.median(v) for k, v in phases.items()}, "run": 1e3 * statistics.median(runs)}
+
+
+def breakdown(args, name: str, scenario: tuple, result: dict) -> None:
+    """The gap to the raw reference at one thread, in graph mode: our run's phases beside one raw call."""
+    from orchestrator import Orchestrator
+
+    path, feeds, input_name, output_name = scenario
+    with Orchestrator.from_yaml(path, device="cuda", cache_dir=args.cache, graphs=True) as orch:
+        row = {"orchestrator_ms": run_phases(orch, feeds, args.iters)}
+        slot = RawSlot(orch, 0, path_steps(orch.pipeline), input_name, output_name)
+        try:
+            samples = []
+            for i in range(20 + args.iters):
+                t = time.perf_counter()
+                slot.run(feeds[i % len(feeds)][input_name])
+                if i >= 20:
+                    samples.append(time.perf_counter() - t)
+        finally:
+            slot.free()
+    row["raw_tensorrt_ms"] = 1e3 * statistics.median(samples)
+    result["breakdown"][name] = row
+    save(args, result, f"breakdown/{name}", row)
+
+
 class DeviceBuffer:
     def __init__(self, array: np.ndarray):
         from orchestrator.backends.cuda.driver import DeviceAllocation, check, cu
@@ -287,7 +343,9 @@ def smoke(args) -> None:
         path, feeds, _, output = SCENARIOS[name](args)
         with Orchestrator.from_yaml(path, device="cpu", instances=2) as orch:
             stats = load(orch.run, feeds, duration=args.duration, clients=4)
+            phases = run_phases(orch, feeds, iters=3, warmup=1)
         print(f"smoke: {name} on the CPU backend, 4 clients, 2 instances:", json.dumps(stats), flush=True)
+        print(f"smoke: {name} on the CPU backend, one run's phases (ms):", json.dumps(phases), flush=True)
 
 
 def main() -> None:
@@ -306,10 +364,10 @@ def main() -> None:
     from orchestrator.backends.cuda.driver import Context
 
     result: dict = {"device": Context(0).info.name, "clients": CLIENTS, "duration_s": args.duration,
-                    "throughput": {}, "memory": {}, "device_data": {}}
+                    "throughput": {}, "breakdown": {}, "memory": {}, "device_data": {}}
     for name in args.scenarios:
         scenario = SCENARIOS[name](args)
-        for measure in (throughput, memory, device_data):
+        for measure in (throughput, breakdown, memory, device_data):
             try:
                 measure(args, name, scenario, result)
             except Exception as exc:  # a benchmark reports what failed rather than losing the other rows
