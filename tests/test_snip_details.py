@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from orchestrator.snip import Graph, SnipError, load_model, snip
-from orchestrator.snip.graph import TensorType, node_reads
+from orchestrator.snip.graph import TensorType, first_output, node_reads
 from orchestrator.snip.write import _key, identifier
 
 
@@ -338,6 +338,23 @@ def test_load_model_propagates_shape_data_into_reshape(tmp_path):
     assert Graph(load_model(path)).types["r"].shape == (2, 12)
 
 
+def test_load_model_retries_shape_inference_without_data_propagation(tmp_path, monkeypatch):
+    """Data propagation can fail where plain shape inference does not: the model then loads without it."""
+    real, calls = onnx.shape_inference.infer_shapes, []
+
+    def infer(model, data_prop=False):
+        calls.append(data_prop)
+        if data_prop:
+            raise RuntimeError("data propagation failed")
+        return real(model)
+
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("Abs", ["t"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [value("x", [1, 8])], [value("y", [1, 8])])
+    path = _saved(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "plain.onnx")
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", infer)
+    assert Graph(load_model(path)).types["t"] == TensorType("float32", (1, 8)) and calls == [True, False]
+
+
 def _branch(name, nodes, outputs, inputs=(), initializers=()):
     return helper.make_graph(nodes, name, list(inputs), [value(o, [1]) for o in outputs], list(initializers))
 
@@ -456,6 +473,56 @@ def test_compute_estimates_of_unusual_operands():
     untyped = helper.make_graph(nodes, "g", [value("t", [2, 3, 5])],
                                 [value("o", [2, 3]), value("o2", [2, 3]), value("o3", [2, 3, 3])], weights)
     assert Graph(helper.make_model(untyped)).costs().tolist() == [6, 6, 18 * 5]
+
+
+def test_shape_folded_from_input_dims_names_each_node_after_the_shape():
+    """Shape of an activation of dims [N, 3, M] (x's first and last): Shape(x) -> Gather at x's axis for N and
+    M, a Constant for 3, then Concat; each node is named after the Shape node it replaces."""
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Shape", ["a"], ["s"], name="sa"),
+             helper.make_node("Reshape", ["a", "s"], ["y"])]
+    g = Graph(make_model(nodes, [value("x", ["N", 3, "M"])], [value("y", ["N", 3, "M"])]))
+    d0, d1, d2 = "s__dim0", "s__dim1", "s__dim2"
+    assert [(n.op_type, n.name, list(n.input), list(n.output)) for n in g.const_nodes] == [
+        ("Shape", f"sa__{d0}__shape", ["x"], [f"{d0}__shape"]), ("Constant", f"sa__{d0}__axis", [], [f"{d0}__axis"]),
+        ("Gather", f"sa__{d0}", [f"{d0}__shape", f"{d0}__axis"], [d0]), ("Constant", f"sa__{d1}", [], [d1]),
+        ("Shape", f"sa__{d2}__shape", ["x"], [f"{d2}__shape"]), ("Constant", f"sa__{d2}__axis", [], [f"{d2}__axis"]),
+        ("Gather", f"sa__{d2}", [f"{d2}__shape", f"{d2}__axis"], [d2]), ("Concat", "sa", [d0, d1, d2], ["s"])]
+    values = {n.output[0]: numpy_helper.to_array(n.attribute[0].t).tolist() for n in g.const_nodes if n.op_type == "Constant"}
+    assert values == {f"{d0}__axis": [0], d1: [3], f"{d2}__axis": [2]}
+    assert [n.op_type for n in g.order] == ["Neg", "Reshape"]
+
+
+def test_shape_of_an_activation_with_an_unknown_or_zero_dim_is_not_folded():
+    """An unknown dim ('?') is no model input's dim, even where an input has an unknown dim too; a zero-sized
+    dim is not folded either: both Shapes stay activations."""
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Shape", ["a"], ["sa"]),
+             helper.make_node("Neg", ["e"], ["b"]), helper.make_node("Shape", ["b"], ["sb"])]
+    graph = helper.make_graph(nodes, "g", [value("x", [None, 4]), value("e", [0, 3])],
+                              [value("sa", [2], TensorProto.INT64), value("sb", [2], TensorProto.INT64)],
+                              value_info=[value("a", [None, 4]), value("b", [0, 3])])
+    g = Graph(helper.make_model(graph))  # as written: shape inference would name a's unknown dim
+    assert g.types["a"].shape == ("?", 4) and g.types["b"].shape == (0, 3)
+    assert [(n.op_type, n.output[0]) for n in g.order] == [("Neg", "a"), ("Shape", "sa"), ("Neg", "b"), ("Shape", "sb")]
+
+
+def test_measured_sizes_count_for_named_dims_that_dims_leaves_unsized():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [value("x", ["K", "L", 4])], [value("y", ["K", "L", 4])])
+    g = Graph(model, sizes={"K": 2})
+    g.measured = {"K": 5, "L": 3}  # --dims wins over a measured size
+    assert g.costs().tolist() == [24.0] and g.nbytes("x") == 96
+
+
+def test_a_recurrent_node_on_an_input_of_unknown_shape_counts_one_step():
+    nodes = [helper.make_node("Neg", ["x"], ["t"]), helper.make_node("RNN", ["t", "W", "R"], ["y", ""], hidden_size=2)]
+    untyped = helper.make_graph(nodes, "g", [value("x", [3, 1, 4])], [value("y", [3, 1, 1, 2])],
+                                [weight("W", (1, 2, 4)), weight("R", (1, 2, 2))])
+    assert Graph(helper.make_model(untyped)).costs().tolist() == [1.0, 1 * (2 * 4 + 2 * 2)]
+
+
+def test_first_output_skips_outputs_left_out():
+    assert first_output(helper.make_node("LSTM", ["x", "W", "R"], ["", "h", "c"])) == "h"
+    assert first_output(helper.make_node("LSTM", ["x", "W", "R"], ["", "", ""])) == ""
+    assert first_output(helper.make_node("LSTM", ["x", "W", "R"], [])) == ""
 
 
 # Where to cut (orchestrator/snip/cuts.py), checked directly on hand-made graphs: no pieces written.
