@@ -135,7 +135,10 @@ class FakeTimingCache:
 def fake_timing(monkeypatch):
     import types
 
-    config = types.SimpleNamespace(create_timing_cache=FakeTimingCache)
+    held: list[FakeTimingCache] = []
+    config = types.SimpleNamespace(create_timing_cache=FakeTimingCache,
+                                   set_timing_cache=lambda cache, ignore_mismatch: held.append(cache),
+                                   get_timing_cache=lambda: held[-1])
     fake = types.SimpleNamespace(Builder=lambda logger: types.SimpleNamespace(create_builder_config=lambda: config))
     monkeypatch.setattr(trt, "trt", fake)
     monkeypatch.setattr(trt, "logger", lambda: None)

@@ -212,7 +212,9 @@ def merge_timing_caches(ours: bytes, theirs: bytes | None) -> bytes:
         return ours
     larger, smaller = (ours, theirs) if len(ours) >= len(theirs) else (theirs, ours)
     config = trt.Builder(logger()).create_builder_config()
-    merged = config.create_timing_cache(larger)
+    # combined into the cache a builder config holds, as Polygraphy does after its builds
+    config.set_timing_cache(config.create_timing_cache(larger), True)
+    merged = config.get_timing_cache()
     if not merged.combine(config.create_timing_cache(smaller), True):  # ignore_mismatch; same keys: larger's
         log.warning("orchestrator: TensorRT could not combine two timing caches; keeping the larger")
         return larger
