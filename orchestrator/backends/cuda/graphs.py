@@ -70,6 +70,7 @@ class ControlBlock:
         self.device = DeviceAllocation(base + 4 * len(blocks))
         self.host_bytes = max(len(host_inputs) * 8, 1)
         self.staging = PinnedAllocation(max(self.host_bytes, self.decisions_bytes))
+        self.staged: tuple[bytes, ...] | None = None  # the host inputs the device slots hold now
         self.blocks = blocks
 
     def address(self, kind: str, key: Any) -> int:
@@ -262,15 +263,22 @@ class GraphCompiler:
         return run
 
     def _stage_host_inputs(self, hosts: list[str]) -> None:
+        """Copy the host inputs that conditions read into their device slots, unless the slots already
+        hold them: only this copy writes them, so a threshold or mode that stays the same from run to run
+        costs no copy at all."""
         if not hosts:
             return
-        staging, value = self.control.staging.array, self.backend.host_value
-        for name in hosts:
-            slot = self.control.host_slot[name]
-            raw = np.ascontiguousarray(value(name)).view(np.uint8).reshape(-1)
-            staging[slot:slot + raw.size] = raw
-        check(cu.cuMemcpyHtoDAsync(self.control.device.address, staging.ctypes.data, self.control.host_bytes,
+        control, value = self.control, self.backend.host_value
+        values = tuple(value(name).tobytes() for name in hosts)
+        if values == control.staged:
+            return
+        staging = control.staging.array  # shared with the decisions read-back: rewritten whole each time
+        for name, raw in zip(hosts, values, strict=True):
+            slot = control.host_slot[name]
+            staging[slot:slot + len(raw)] = np.frombuffer(raw, np.uint8)
+        check(cu.cuMemcpyHtoDAsync(control.device.address, staging.ctypes.data, control.host_bytes,
                                    self.backend.stream.handle), "cuMemcpyHtoDAsync(host slots)")
+        control.staged = values
 
     def _reads_decisions(self, observer: Any) -> bool:
         """Whether runs read the decisions back: for an observer, or to catch a switch value that matches
