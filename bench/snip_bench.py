@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="each configuration in an empty engine cache: "
                         "build times from scratch (slow: every engine is built)")
     parser.add_argument("--resnip", action="store_true", help="snip again even where the cache has the pieces")
+    parser.add_argument("--models", nargs="+", default=["resnet50", "unet"], choices=["resnet50", "unet"],
+                        help="which models to measure (a short device session: one)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "orchestrator-snip-bench")
     parser.add_argument("--smoke", action="store_true", help="no GPU: snip everything and run once on the CPU")
     parser.add_argument("--out", type=Path)
@@ -140,7 +142,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     paths = models(args.cache)
     configs = {(m, k, layout): snipped(paths[m], args.cache, args.precision, k, layout, args.resnip)
-               for m, k, layout in configurations(args)}
+               for m, k, layout in configurations(args) if m in args.models}
     if args.smoke:
         from orchestrator import Orchestrator
 
