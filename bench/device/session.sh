@@ -54,7 +54,7 @@ if [[ $PHASES == *C* ]]; then  # in $BENCH's order (most needed first: a session
     instances) step bench_instances 400 python bench/instances.py --out $OUTS/instances.json ;;
     serve) step bench_serve 600 python bench/serve_bench.py --seconds 3 --out $OUTS/serve.json ;;
     # cold: each configuration in an empty engine and timing cache (build times from scratch)
-    snip) ORCHESTRATOR_BUILD_JOBS=${SNIP_BUILD_JOBS:-4} step bench_snip 900 python bench/snip_bench.py --quick --cold \
+    snip) ORCHESTRATOR_BUILD_JOBS=${SNIP_BUILD_JOBS:-4} step bench_snip 900 python bench/snip_bench.py --quick --cold ${SNIP_ARGS:-} \
             --out $OUTS/snip_fp16_quick_cold.json ;;
   esac; done
 fi
