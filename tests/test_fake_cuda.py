@@ -1,6 +1,7 @@
 """The CUDA backend's own logic on a simulated GPU (tests/fake_gpu.py), in CI: instances sharing one
 compiled pipeline, thread safety, binding and staging, device inputs, release of everything, and the
-alignment TensorRT requires. Graph modes need the real driver (tests/test_cuda_instances.py)."""
+alignment TensorRT requires. Graph modes need the real driver (tests/test_cuda_instances.py); only the
+host-input staging of whole-graph mode is tested here."""
 
 from __future__ import annotations
 
@@ -135,3 +136,38 @@ def test_a_snippet_no_step_runs_is_not_built(fake, workdir, tmp_path):
         x = np.arange(8, dtype=np.float32).reshape(2, 4) - 3
         got = orch.run({"x": x, "flag": 0})
     np.testing.assert_array_equal(got["z"], np.maximum(x, 0) * 2)
+
+
+def test_graph_host_slots_are_copied_only_when_their_values_change(fake, monkeypatch):
+    """Whole-graph mode: the host inputs that conditions read go to the device before a launch only when
+    they differ from what the slots hold (a constant threshold costs no copy per run); a copy rewrites
+    every slot, whatever the decisions read-back left in the shared staging."""
+    import ctypes
+    import types
+
+    from orchestrator.backends.cuda import graphs
+    from orchestrator.backends.cuda.driver import cu
+
+    control = graphs.ControlBlock(["mode", "threshold"], [])
+    values = {"mode": np.asarray(1, np.int32), "threshold": np.asarray(0.5, np.float32)}
+    compiler = object.__new__(graphs.GraphCompiler)
+    compiler.control = control
+    compiler.backend = types.SimpleNamespace(host_value=values.__getitem__, stream=types.SimpleNamespace(handle=0))
+    copies = []
+    real = cu.cuMemcpyHtoDAsync
+    monkeypatch.setattr(cu, "cuMemcpyHtoDAsync", lambda *args: copies.append(args) or real(*args))
+
+    def stage() -> tuple[int, float]:
+        compiler._stage_host_inputs(["mode", "threshold"])
+        raw = ctypes.string_at(control.device.address, 16)
+        return int(np.frombuffer(raw[:4], np.int32)[0]), float(np.frombuffer(raw[8:12], np.float32)[0])
+
+    assert stage() == (1, 0.5) and len(copies) == 1
+    assert stage() == (1, 0.5) and len(copies) == 1  # unchanged: no copy
+    values["threshold"] = np.asarray(0.75, np.float32)
+    assert stage() == (1, 0.75) and len(copies) == 2
+    control.staging.array[:8] = 0xFF  # what a decisions read-back leaves in the shared staging
+    values["mode"] = np.asarray(2, np.int32)
+    assert stage() == (2, 0.75) and len(copies) == 3
+    control.free()
+    assert fake.outstanding() == {}

@@ -464,3 +464,104 @@ def test_output_problems(workdir):
                               f"{path}:4:14: outputs[1]: 'h' is a host input and cannot be an output",
                               f"{path}:4:17: outputs[2]: output 'y' is listed twice",
                               f"{path}:4:17: outputs[2]: {hwc8}"]
+
+
+# ---- model dimensions tied to an earlier one ([N, N]) and kernel scalar literals outside their dtype ----
+
+def tied_problems(steps, shape, pipeline_shape="[N, 4]", dims="dims:\n  N: {min: 1, opt: 2, max: 4}\n",
+                  model=None) -> tuple[object, list[str]]:
+    import onnx
+    from conftest import tiny_model
+
+    onnx.save(model or tiny_model("Relu", ["x"], ["y"], shape=shape), str(steps / "tied.onnx"))
+    text = STEPS.replace("relu: {onnx: relu.onnx}", "relu: {onnx: tied.onnx}").replace(
+        "x: {dtype: float32, shape: [N, 4]}", f"x: {{dtype: float32, shape: {pipeline_shape}}}")
+    path = write(steps, text + "  - snippet: relu\n    outputs: {y: z}\n" + dims)
+    try:
+        load_pipeline(path)
+    except ConfigError as e:
+        return path, [str(p) for p in e.problems]
+    return path, []
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    (("N", "N"), "dimension 1 is 4, but the model ties it to dimension 0 ('N'), here 'N', which ranges over 1..4"),
+    (("N", 4, "N"), "dimension 2 is 4, but the model ties it to dimension 0 ('N'), here 'N', which ranges over 1..4"),
+], ids=["[N, N]", "[N, 4, N]"])
+def test_a_tied_model_dimension_facing_a_fixed_size_the_dims_let_differ_is_refused(steps, shape, message):
+    path, found = tied_problems(steps, shape, "[N, 4, 4]" if len(shape) == 3 else "[N, 4]")
+    listed = "[N, 4, 4]" if len(shape) == 3 else "[N, 4]"
+    assert found == [f"{path}:13:14: steps[0].snippet: tensor 'x' has shape {listed}; input 'x' of tied.onnx: "
+                     f"{message}"]
+
+
+def test_a_tied_dimension_quotes_the_expression_it_is_bound_to(steps):
+    path, found = tied_problems(steps, ("M", "M"), "[2 * N, 4]")
+    assert found == [f"{path}:13:14: steps[0].snippet: tensor 'x' has shape [2 * N, 4]; input 'x' of tied.onnx: "
+                     "dimension 1 is 4, but the model ties it to dimension 0 ('M'), here '2 * N', which ranges over 2..8"]
+
+
+def test_a_dimension_bound_by_another_port_is_named_by_its_symbol(steps):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "two_ports",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, "N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    path, found = tied_problems(steps, None, "[N, 4]\n  w: {dtype: float32, shape: [4, 4]}", model=model)
+    assert found == [f"{path}:14:14: steps[0].snippet: tensor 'w' has shape [4, 4]; input 'w' of tied.onnx: "
+                     "dimension 1 is 4, but the model ties it to 'N', here 'N', which ranges over 1..4"]
+
+
+@pytest.mark.parametrize(("shape", "pipeline_shape", "dims"), [
+    (("N", "N"), "[N, 4]", "dims:\n  N: {min: 4, opt: 4, max: 4}\n"),  # N is always 4
+    (("N", "N"), "[N, 4]", ""),  # N unbounded: nothing to compare before run time
+    (("N", "N"), "[N, M]", "dims:\n  N: {min: 1, opt: 2, max: 4}\n  M: {min: 1, opt: 2, max: 4}\n"),  # M may be N
+    (("N", "N"), "[4, 4]", ""),  # N is 4 here
+    (("N", 4), "[N, 4]", "dims:\n  N: {min: 1, opt: 2, max: 4}\n"),  # nothing tied
+], ids=["dims fix N", "no dims", "symbol against symbol", "fixed both", "untied"])
+def test_tied_dimensions_that_may_match_are_accepted(steps, shape, pipeline_shape, dims):
+    assert tied_problems(steps, shape, pipeline_shape, dims)[1] == []
+
+
+def scalar_problems(steps, dtype: str, value: str) -> tuple[object, list[str]]:
+    (steps / "typed.yaml").write_text(KERNEL_YAML.replace("{name: factor, kind: scalar, dtype: float32}",
+                                                          f"{{name: factor, kind: scalar, dtype: {dtype}}}"))
+    path = write(steps, STEPS.replace("  flat: flat.yaml\n", "  typed: typed.yaml\n")
+                 + f"  - kernel: typed\n    args: {{src: x, dst: z, factor: {value}}}\n")
+    try:
+        pipeline = load_pipeline(path)
+    except ConfigError as e:
+        return path, [str(p) for p in e.problems]
+    return pipeline.body[0].scalars["factor"], []
+
+
+@pytest.mark.parametrize(("dtype", "value", "why"), [
+    ("int8", "128", "128 is outside its range (-128 to 127)"),
+    ("int8", "-129", "-129 is outside its range (-128 to 127)"),
+    ("uint8", "256", "256 is outside its range (0 to 255)"),
+    ("uint8", "-1", "-1 is outside its range (0 to 255)"),
+    ("int64", str(2**63), f"{2**63} is outside its range (-{2**63} to {2**63 - 1})"),
+    ("float16", "65536.0", "65536.0 is beyond its range (largest 65504)"),
+    ("float16", "-70000.0", "-70000.0 is beyond its range (largest 65504)"),
+    ("float32", "3.5e38", "3.5e+38 is beyond its range (largest 3.40282e+38)"),
+    ("float32", "1" + "0" * 39, "1" + "0" * 39 + " is beyond its range (largest 3.40282e+38)"),  # 40 characters
+    ("float32", "1" + "0" * 40, "10000000000000000000... (41 digits) is beyond its range (largest 3.40282e+38)"),
+    ("float32", "1" + "0" * 99, "10000000000000000000... (100 digits) is beyond its range (largest 3.40282e+38)"),
+])
+def test_kernel_scalar_literals_outside_their_dtype_are_refused_at_their_value(steps, dtype, value, why):
+    path, found = scalar_problems(steps, dtype, value)
+    assert found == [f"{path}:14:36: steps[0].args.factor: scalar argument 'factor' is {dtype}; {why}"]
+
+
+@pytest.mark.parametrize(("dtype", "value", "literal"), [
+    ("int8", "127", 127), ("int8", "-128", -128), ("uint8", "0", 0), ("uint8", "255", 255),
+    ("int64", str(2**63 - 1), 2**63 - 1), ("int64", str(-2**63), -2**63),
+    ("float16", "65504.0", 65504.0), ("float16", "-65504.0", -65504.0), ("float16", "1e-8", 1e-8),
+    ("float32", "3.4e38", 3.4e38), ("float32", "-.inf", -float("inf")), ("float32", str(2**127), 2**127),
+    ("float32", "0.0", 0.0),
+])
+def test_kernel_scalar_literals_within_their_dtype_are_kept(steps, dtype, value, literal):
+    assert scalar_problems(steps, dtype, value) == (ScalarArg(literal=literal), [])

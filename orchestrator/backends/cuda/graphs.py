@@ -5,7 +5,7 @@
 - ``whole``: the entire pipeline is one graph; ``if``/``switch``/``while`` become conditional nodes whose
   value is set on the device by a one-thread NVRTC kernel calling ``cudaGraphSetConditional``. A run is one
   graph launch with no host round trip. Host inputs used by conditions are copied into device slots
-  before the launch, so changing them needs no re-capture.
+  before the launch when they changed, so changing them needs no re-capture.
 
 The compiler talks to its execution instance only through ``GraphTarget``; the condition kernels are
 compiled once per pipeline (``ConditionKernels``, shared by every instance), the graphs once per instance.
