@@ -24,6 +24,14 @@ def test_bad_expressions_are_rejected(bad):
         shapes.parse(bad)
 
 
+def test_partial_evaluation_leaves_the_shared_parse_untouched():
+    """Parsed expressions are cached and shared; substituting some symbols must not change the cached tree."""
+    assert shapes.evaluate("N * H + cdiv(W, 2)", {"N": 2}) == "2 * H + cdiv(W, 2)"
+    assert shapes.evaluate("N * H + cdiv(W, 2)", {"H": 3}) == "N * 3 + cdiv(W, 2)"
+    assert shapes.evaluate("N * H + cdiv(W, 2)", {"N": 2, "H": 3, "W": 5}) == 9
+    assert shapes.parse("N * H") is shapes.parse("N * H")
+
+
 def test_unify_binds_and_detects_mismatch():
     env: dict = {}
     assert shapes.unify(["N", 3, "H"], [2, 3, "S"], env) is None and env == {"N": 2, "H": "S"}

@@ -7,6 +7,8 @@ and for memory planning the same expressions are evaluated with integers.
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -23,7 +25,14 @@ class ShapeExprError(ValueError):
 
 
 def parse(expr: str) -> ast.expr:
-    """Parse and check a dimension expression: integers, symbols, + - * // %, cdiv/min/max calls."""
+    """Parse and check a dimension expression: integers, symbols, + - * // %, cdiv/min/max calls. The tree
+    is cached and shared (run time evaluates the same expressions whenever input shapes change): callers
+    must not modify it."""
+    return _parse(expr)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(expr: str) -> ast.expr:
     try:
         tree = ast.parse(expr.strip(), mode="eval").body
     except SyntaxError:
@@ -177,7 +186,7 @@ def _substitute(tree: ast.expr, env: Mapping[str, Dim]) -> ast.expr:
                 return ast.Constant(value) if isinstance(value, int) else parse(f"({value})")
             return node
 
-    return Sub().visit(tree)
+    return Sub().visit(copy.deepcopy(tree))  # the parsed tree is shared (parse's cache)
 
 
 def evaluate_shape(shape: Sequence[Dim], env: Mapping[str, Dim]) -> Shape:
