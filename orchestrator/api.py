@@ -17,6 +17,7 @@ from typing import Any, Literal
 from .backends.base import Backend, CompiledPipeline
 from .errors import InputError, MissingDependencyError
 from .executor import Executor, Observer
+from .inputs import check_inputs
 from .instance import Instance
 from .options import RunOptions
 from .pipeline.ir import Pipeline
@@ -130,10 +131,11 @@ class Orchestrator:
             raise InputError("device_outputs=True with instances > 1: the views would be overwritten by "
                              "another thread's run; use `with orch.acquire() as inst: inst.run(..., "
                              "device_outputs=True)` or pass out= buffers")
+        arrays, dims = check_inputs(self.pipeline, inputs, out)  # before taking an instance: while one is busy
         pool = self._pool
         instance = pool.take(timeout)  # take/give rather than a context manager: this is the hot path
         try:
-            return instance.run(inputs, out=out, device_outputs=device_outputs)
+            return instance.run_checked(arrays, dims, out, device_outputs)
         finally:
             pool.give(instance)
 

@@ -51,7 +51,12 @@ class Executor:
 
     def run(self, inputs: Mapping[str, Any], out: Mapping[str, Any] | None = None,
             device_outputs: bool = False) -> dict[str, Any]:
-        arrays, dims = check_inputs(self.pipeline, inputs, out)
+        return self.run_checked(*check_inputs(self.pipeline, inputs, out), out, device_outputs)
+
+    def run_checked(self, arrays: dict[str, Any], dims: dict[str, int], out: Mapping[str, Any] | None = None,
+                    device_outputs: bool = False) -> dict[str, Any]:
+        """``run`` with inputs already checked (``inputs.check_inputs``): the pool checks them before it
+        takes an instance, so that a thread waiting for one does its checks meanwhile."""
         self.backend.set_inputs(arrays, dims)  # device inputs: zero-copy in eager mode, copied in graph modes
         self._program()
         return self.backend.outputs(self.pipeline.outputs, out, device_outputs)

@@ -21,5 +21,10 @@ class Instance:
         self.backend.bind_thread()
         return self.executor.run(inputs, out, device_outputs)
 
+    def run_checked(self, arrays: dict[str, Any], dims: dict[str, int], out: Mapping[str, Any] | None,
+                    device_outputs: bool) -> dict[str, Any]:
+        self.backend.bind_thread()
+        return self.executor.run_checked(arrays, dims, out, device_outputs)
+
     def close(self) -> None:
         self.backend.close()

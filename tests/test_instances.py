@@ -72,6 +72,27 @@ def _error(orch) -> str:
     return ""
 
 
+def test_bad_inputs_are_refused_at_once_while_every_instance_is_busy(workdir):
+    """Inputs are checked before an instance is taken: a bad request fails at once instead of waiting for a
+    free instance (and a waiting thread's checks overlap the busy instance's run)."""
+    orch = Orchestrator.from_yaml(pipeline(workdir), device="cpu", timeout=5.0)
+    errors: list[BaseException] = []
+
+    def bad_run() -> None:
+        try:
+            orch.run({"x": np.zeros((1, 4), np.float64)})
+        except BaseException as exc:  # whatever came: the test looks at it
+            errors.append(exc)
+
+    with orch.acquire():
+        worker = threading.Thread(target=bad_run)
+        worker.start()
+        worker.join(timeout=2.0)
+        assert not worker.is_alive()  # it did not wait for the instance this thread holds
+    assert len(errors) == 1 and isinstance(errors[0], InputError), errors
+    orch.close()
+
+
 def test_device_outputs_with_several_instances_are_refused(workdir):
     orch = Orchestrator.from_yaml(pipeline(workdir), device="cpu", instances=2)
     with orch, pytest.raises(InputError, match=r"orch.acquire\(\)"):
