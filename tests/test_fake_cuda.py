@@ -171,3 +171,23 @@ def test_graph_host_slots_are_copied_only_when_their_values_change(fake, monkeyp
     assert stage() == (2, 0.75) and len(copies) == 3
     control.free()
     assert fake.outstanding() == {}
+
+
+def test_shapes_seen_before_reuse_their_derived_settings(fake, workdir, tmp_path, monkeypatch):
+    """Input shapes that change between runs re-specialise the instance (TensorRT input shapes, kernel
+    grids, sizes); settings derived for shapes seen before are re-applied, not derived again, and the
+    outputs stay right."""
+    from orchestrator.backends.cuda import backend as cuda_backend
+
+    derived = []
+    real = cuda_backend.CudaBackend._derive
+    monkeypatch.setattr(cuda_backend.CudaBackend, "_derive",
+                        lambda self, shapes: derived.append(shapes["x"]) or real(self, shapes))
+    rng = np.random.default_rng(3)
+    with cuda(pipeline(workdir), tmp_path) as orch:
+        for n in (1, 3, 1, 3, 2, 1, 3, 2):
+            inputs = make_inputs(rng, n)
+            got = orch.run(inputs)
+            for name, want in reference(inputs).items():
+                np.testing.assert_allclose(got[name], want, rtol=1e-6)
+    assert derived == [(1, 4), (3, 4), (2, 4)]

@@ -6,7 +6,8 @@ intermediates | TensorRT scratch), constants uploaded, every TensorRT context bo
 every kernel's arguments packed. At run time: inputs are staged through pinned memory (or bound zero-copy
 in eager mode, copied device-to-device into their arena slots in graph modes), steps are enqueued on this
 instance's stream, and outputs are copied back with one synchronisation. Shapes are re-specialised only
-when the input shapes change from the previous run.
+when the input shapes change from the previous run, and what was derived for shapes seen before (the last
+64 sets) is re-applied rather than derived again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,28 @@ from .kernel import KernelLaunch
 from .snippet import StepContext
 
 log = logging.getLogger("orchestrator")
+
+
+SHAPE_PLANS = 64  # sets of input shapes whose derived settings an instance keeps
+
+
+class ShapePlan:
+    """Everything derived from one set of input shapes: TensorRT context input shapes, kernel grids and
+    shape-derived scalars (re-applied when the shapes come back), tensor shapes and sizes."""
+
+    def __init__(self) -> None:
+        self.contexts: list[tuple[StepContext, str, tuple[int, ...]]] = []
+        self.kernels: list[tuple[KernelLaunch, list[int], dict[str, int | float]]] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.sizes: dict[str, int] = {}
+
+    def apply(self) -> None:
+        for ctx, port, shape in self.contexts:
+            ctx.set_shape(port, shape)
+        for launch, grid, scalars in self.kernels:
+            launch.grid[:] = grid
+            for arg, value in scalars.items():
+                launch.set(arg, value)
 
 
 class CudaBackend(Backend):
@@ -62,6 +85,7 @@ class CudaBackend(Backend):
         self.host_values: dict[str, np.ndarray] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._shape_key: tuple | None = None
+        self._plans: dict[tuple, ShapePlan] = {}  # by input shapes, least recently used first
         # What a captured graph depends on: input shapes and the host values baked into kernel arguments
         # (kept current by set_inputs, so that a graph-mode run only looks it up).
         self.graph_key: tuple = (None, ())
@@ -182,8 +206,9 @@ class CudaBackend(Backend):
     def _set_inputs_impl(self, inputs: Mapping[str, Any], dims: Mapping[str, int]) -> None:
         key = tuple(v.shape for v in inputs.values())
         if key != self._shape_key:
-            self._specialize({n: tuple(v.shape) for n, v in inputs.items()
-                              if self.pipeline.inputs[n].origin == "input"})
+            self._shape_key = None  # a failure below leaves settings half-changed: specialise again next run
+            self._specialize(key, {n: tuple(v.shape) for n, v in inputs.items()
+                                   if self.pipeline.inputs[n].origin == "input"})
             self._shape_key = key
         for name, value in inputs.items():
             if self.pipeline.inputs[name].origin == "host":
@@ -212,44 +237,64 @@ class CudaBackend(Backend):
                 rebind(address)
         self._bound_input[name] = address
 
-    def _specialize(self, input_shapes: dict[str, tuple[int, ...]]) -> None:
-        """Propagate concrete shapes: TensorRT input shapes, kernel grids and shape-derived scalars."""
+    def _specialize(self, key: tuple, input_shapes: dict[str, tuple[int, ...]]) -> None:
+        """Make everything shape-dependent match these input shapes: TensorRT input shapes, kernel grids and
+        shape-derived scalars, tensor shapes and sizes. Derived once per set of input shapes (a walk of
+        the pipeline) and kept: returning to shapes seen before only re-applies the settings."""
+        plan = self._plans.pop(key, None)
+        if plan is None:
+            plan = self._derive(input_shapes)
+        else:
+            plan.apply()
+        self._plans[key] = plan  # most recent last
+        if len(self._plans) > SHAPE_PLANS:
+            del self._plans[next(iter(self._plans))]
+        self.shapes = plan.shapes
+        self._nbytes.clear()  # updated in place: carry runners hold this dict
+        self._nbytes.update(plan.sizes)
+
+    def _derive(self, input_shapes: dict[str, tuple[int, ...]]) -> ShapePlan:
+        """Propagate concrete shapes through the pipeline, applying each setting as it is derived."""
         shapes = dict(input_shapes)
         shapes.update({n: a.shape for n, a in self.pipeline.constants.items()})
         contexts = {id(s): c for s, c in self._contexts}
         launches = {id(s): k for s, k in self._launches}
+        plan = ShapePlan()
         for node in walk(self.pipeline.body):
             if isinstance(node, SnippetCall) and id(node) in contexts:
                 ctx = contexts[id(node)]
                 for port, tensor in node.inputs.items():
                     ctx.set_shape(port, shapes[tensor])
+                    plan.contexts.append((ctx, port, shapes[tensor]))
                 shapes.update({t: ctx.output_shape(p) for p, t in node.outputs.items()})
             elif isinstance(node, KernelCall) and id(node) in launches:
-                self._specialize_kernel(node, launches[id(node)], shapes)
+                plan.kernels.append(self._specialize_kernel(node, launches[id(node)], shapes))
         sizes = {n: self._storage_bytes(n, s) for n, s in shapes.items()}
         for name, nbytes in sizes.items():
             if nbytes > self.layout.capacity.get(name, nbytes):
                 raise ExecutionError(f"tensor '{name}' needs {nbytes} bytes for shape {list(shapes[name])}, more "
                                      f"than the {self.layout.capacity[name]} planned at the dims' max bounds")
-        self.shapes = shapes
-        self._nbytes.clear()  # updated in place: carry runners hold this dict
-        self._nbytes.update(sizes)
+        plan.shapes, plan.sizes = shapes, sizes
+        return plan
 
     def _storage_bytes(self, name: str, shape: tuple[int, ...]) -> int:
         info = self.pipeline.tensors[name]
         return storage_bytes(shape, info.dtype, info.layout)
 
-    def _specialize_kernel(self, node: KernelCall, launch: KernelLaunch, shapes: dict) -> None:
+    def _specialize_kernel(self, node: KernelCall, launch: KernelLaunch, shapes: dict) -> tuple:
+        """Set the launch's grid and shape-derived scalars; returns them for the shape plan."""
         kernel = self.pipeline.kernels[node.kernel]
         in_shapes = {a: shapes[node.tensors[a]] for a in node.in_args}
         env = bind_symbols(kernel, in_shapes)
         outs = out_shapes(kernel, env)
         shapes.update({node.tensors[a]: s for a, s in outs.items()})
         grid, _ = launch_config(kernel, env, {**in_shapes, **outs})
+        scalars = {arg: derived_scalar(kernel, arg, env) for arg, scalar in node.scalars.items()
+                   if scalar.expression is not None}
         launch.grid[:] = grid
-        for arg, scalar in node.scalars.items():
-            if scalar.expression is not None:
-                launch.set(arg, derived_scalar(kernel, arg, env))
+        for arg, value in scalars.items():
+            launch.set(arg, value)
+        return launch, list(grid), scalars
 
     def _read_scalar_impl(self, name: str) -> float:
         if name in self.host_values:
