@@ -282,6 +282,37 @@ def test_files_that_are_not_npz_archives_are_named(tmp_path: Path):
         load_npz(tmp_path / "pk.npz")
 
 
+def test_an_archive_error_without_a_message_is_named_by_its_type(tmp_path: Path):
+    """The central directory gives the member 1,000 bytes more than the file has, and its header claims 800 bytes
+    of data where 24 follow (within the claimed size, so not refused from the header): zipfile's read ends in a
+    bare EOFError, whose message is empty."""
+    import struct
+
+    from orchestrator.inputs import load_npz
+
+    path = tmp_path / "short.npz"
+    _archive(path, {"x.npy": _claimed((200,), data=b"\0" * 24)})
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02")  # the central directory's entry for x.npy: sizes at offsets 20 and 24
+    struct.pack_into("<II", data, entry + 20, *(size + 1000 for size in struct.unpack_from("<II", data, entry + 20)))
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"^\S*short.npz: cannot read the .npz archive \(EOFError\); is it "
+                                         r"truncated\?$"):
+        load_npz(path)
+
+
+def test_a_member_claiming_exactly_its_stored_size_is_found_short_when_read(tmp_path: Path):
+    """200 bytes claimed, 200 stored, 128 of them the header: not more than the archive holds, so the header
+    check lets it through, and reading its data finds it truncated."""
+    from orchestrator.inputs import load_npz
+
+    path = tmp_path / "exact.npz"
+    _archive(path, {"x.npy": _claimed((200,), "|u1", data=b"\0" * 72)})
+    with pytest.raises(InputError, match=r"^\S*exact.npz: cannot read the .npz archive \(EOF: reading array data, "
+                                         r"expected 200 bytes got 72\); is it truncated\?$"):
+        load_npz(path)
+
+
 def test_max_elements_of_inputs_with_bounded_dims(workdir: Path):
     from orchestrator.inputs import max_elements
     from orchestrator.pipeline.load import load_pipeline

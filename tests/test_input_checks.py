@@ -221,3 +221,88 @@ def test_dlpack_device_arrays_are_read_through_strided_memory_view(base, fake_cu
 def test_dlpack_arrays_that_cannot_be_used_are_refused(base, fake_cuda_core, view, message):
     with pytest.raises(InputError, match=message):
         check_inputs(base, {"x": DLPackProducer(view), "flag": 0})
+
+
+# ---- what tests/MUTATION.md found unchecked in inputs.py: messages, NaN deciding inputs, edges ---------
+
+def test_inputs_or_out_that_are_not_mappings_are_refused_with_what_was_expected(base):
+    with pytest.raises(InputError) as info:
+        check_inputs(base, [np.ones((2, 4), np.float32), 1])
+    assert str(info.value) == (f"inputs of pipeline '{base.name}': expected a mapping of input names to arrays "
+                               "(a dict), got list (expected: x, flag)")
+    with pytest.raises(InputError) as info:
+        check_inputs(base, {"x": np.ones((2, 4), np.float32), "flag": 1}, out=[np.zeros((2, 4), np.float32)])
+    assert str(info.value) == "out: expected a mapping of output names to arrays (a dict), got list"
+
+
+def test_empty_symbolic_dimensions_are_refused_all_named(workdir):
+    pipeline = load_pipeline(write(workdir, (workdir / "base.yaml").read_text().replace("[N, 4]", "[N, M]")))
+    assert check_inputs(pipeline, {"x": np.ones((2, 3), np.float32), "flag": 1})[1] == {"N": 2, "M": 3}
+    with pytest.raises(InputError) as info:
+        check_inputs(pipeline, {"x": np.ones((0, 0), np.float32), "flag": 1})
+    assert str(info.value) == ("dimension N = 0, M = 0: symbolic dimensions must be at least 1 (an input has an "
+                               "empty dimension)")
+
+
+def test_out_names_that_are_not_outputs_list_every_output(workdir):
+    pipeline = load_pipeline(write(workdir, (workdir / "base.yaml").read_text().replace("outputs: [z]",
+                                                                                          "outputs: [z, y]")))
+    with pytest.raises(InputError) as info:
+        check_inputs(pipeline, {"x": np.ones((2, 4), np.float32), "flag": 1}, out={"q": np.zeros(1)})
+    assert str(info.value) == "out: q is not an output (outputs: z, y)"
+
+
+def test_a_dlpack_only_out_buffer_is_taken_as_a_device_array(base):
+    """Only ``__dlpack__`` (no ``__cuda_array_interface__``): accepted here, read when the run writes it."""
+    given = {"x": np.ones((2, 4), np.float32), "flag": 1}
+    assert check_inputs(base, given, out={"z": DLPackProducer(FakeView((2, 4)))})[1] == {"N": 2}
+
+
+def test_int_host_scalars_at_the_edges_of_their_dtype_are_kept(base):
+    x = np.ones((1, 4), np.float32)
+    for edge in (2**31 - 1, -(2**31)):
+        assert check_inputs(base, {"x": x, "flag": edge})[0]["flag"] == edge
+    with pytest.raises(InputError, match=r"^input 'flag' = 2147483648 is outside the range of int32"):
+        check_inputs(base, {"x": x, "flag": 2**31})
+
+
+def test_a_ragged_host_scalar_is_described(base):
+    with pytest.raises(InputError) as info:
+        check_inputs(base, {"x": np.ones((1, 4), np.float32), "flag": [[1, 2], [3]]})
+    assert str(info.value) == "input 'flag' is a host scalar of dtype int32; got list [[1, 2], [3]]"
+
+
+DECIDING = """\
+inputs:
+  x: {dtype: float32, shape: [N, 4]}
+  a: {dtype: float32, host: true}
+  b: {dtype: float32, host: true}
+  f: {dtype: float32, host: true}
+outputs: [z]
+kernels:
+  scale: scale.yaml
+steps:
+  - if: a > b
+    then:
+      - kernel: scale
+        args: {src: x, dst: z, factor: f}
+    else:
+      - kernel: scale
+        args: {src: x, dst: z, factor: 2.0}
+"""
+
+
+@pytest.mark.parametrize("name", ["a", "b"])  # the condition's subject and its right-hand side
+def test_a_nan_host_scalar_that_decides_a_branch_is_refused(workdir, name):
+    pipeline = load_pipeline(write(workdir, DECIDING))
+    given = {"x": np.ones((1, 4), np.float32), "a": 1.0, "b": 0.0, "f": 2.0, name: float("nan")}
+    with pytest.raises(InputError) as info:
+        check_inputs(pipeline, given)
+    assert str(info.value) == (f"input '{name}' is NaN; it decides a branch or loop of pipeline.yaml (every "
+                               "comparison with NaN is false)")
+
+
+def test_a_nan_host_scalar_that_decides_nothing_is_passed_on(workdir):
+    pipeline = load_pipeline(write(workdir, DECIDING))
+    arrays, _ = check_inputs(pipeline, {"x": np.ones((1, 4), np.float32), "a": 1.0, "b": 0.0, "f": float("nan")})
+    assert np.isnan(arrays["f"]) and arrays["f"].dtype == np.float32

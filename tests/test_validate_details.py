@@ -246,6 +246,12 @@ def test_kernel_argument_locations(workdir):
     assert [str(loc).split(": ")[0] for loc in kernel.arg_locations] == [f"{k}:{line}:5" for line in (4, 5, 6, 7)]
 
 
+def test_a_kernel_reference_is_located_at_its_value(workdir):
+    kernel_file(workdir, KERNEL_CU)
+    kernel = load_pipeline(write(workdir, PIPELINE)).kernels["scale"]
+    assert str(kernel.reference_location).startswith(f"{workdir / 'k.yaml'}:9:12")
+
+
 def snippet_problems(workdir, snippet: str) -> list[str]:
     from conftest import BASE
 
@@ -268,6 +274,21 @@ def test_snippet_profile_problems(workdir):
     assert found == ["P:10:7: snippets.add.profile.q: add.onnx has no input 'q' (its inputs: a, b)",
                      "P:11:10: snippets.add.profile.b: each dimension must satisfy min <= opt <= max",
                      "P:12:10: snippets.add.profile.a: min/opt/max must each have 2 dimensions"]
+
+
+def test_a_profile_rank_problem_leaves_the_later_ports_checked(workdir):
+    found = snippet_problems(workdir, "  add:\n    onnx: add.onnx\n    profile:\n"
+                                      "      a: {min: [1], opt: [1, 4], max: [1, 4]}\n"
+                                      "      b: {min: [2, 4], opt: [1, 4], max: [8, 4]}\n")
+    assert found == ["P:10:10: snippets.add.profile.a: min/opt/max must each have 2 dimensions",
+                     "P:11:10: snippets.add.profile.b: each dimension must satisfy min <= opt <= max"]
+
+
+def test_a_dtype_mismatch_at_a_snippet_port_has_no_layout_hint(steps):
+    text = STEPS.replace("relu: {onnx: relu.onnx}", "relu: {onnx: half.onnx, precision: fp16}")
+    path = write(steps, text + "  - snippet: relu\n    outputs: {y: z}\n")
+    assert problems(path) == [f"{path}:13:14: steps[0].snippet: tensor 'x' is float32 but input 'x' of half.onnx "
+                              "expects float16"]
 
 
 def test_precision_option_problems_at_their_key_or_value(workdir):
@@ -469,13 +490,13 @@ def test_output_problems(workdir):
 # ---- model dimensions tied to an earlier one ([N, N]) and kernel scalar literals outside their dtype ----
 
 def tied_problems(steps, shape, pipeline_shape="[N, 4]", dims="dims:\n  N: {min: 1, opt: 2, max: 4}\n",
-                  model=None) -> tuple[object, list[str]]:
+                  model=None, extra_input: str = "") -> tuple[object, list[str]]:
     import onnx
     from conftest import tiny_model
 
     onnx.save(model or tiny_model("Relu", ["x"], ["y"], shape=shape), str(steps / "tied.onnx"))
     text = STEPS.replace("relu: {onnx: relu.onnx}", "relu: {onnx: tied.onnx}").replace(
-        "x: {dtype: float32, shape: [N, 4]}", f"x: {{dtype: float32, shape: {pipeline_shape}}}")
+        "x: {dtype: float32, shape: [N, 4]}", f"x: {{dtype: float32, shape: {pipeline_shape}}}{extra_input}")
     path = write(steps, text + "  - snippet: relu\n    outputs: {y: z}\n" + dims)
     try:
         load_pipeline(path)
@@ -510,7 +531,7 @@ def test_a_dimension_bound_by_another_port_is_named_by_its_symbol(steps):
          helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, "N"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    path, found = tied_problems(steps, None, "[N, 4]\n  w: {dtype: float32, shape: [4, 4]}", model=model)
+    path, found = tied_problems(steps, None, model=model, extra_input="\n  w: {dtype: float32, shape: [4, 4]}")
     assert found == [f"{path}:14:14: steps[0].snippet: tensor 'w' has shape [4, 4]; input 'w' of tied.onnx: "
                      "dimension 1 is 4, but the model ties it to 'N', here 'N', which ranges over 1..4"]
 
@@ -560,8 +581,108 @@ def test_kernel_scalar_literals_outside_their_dtype_are_refused_at_their_value(s
     ("int8", "127", 127), ("int8", "-128", -128), ("uint8", "0", 0), ("uint8", "255", 255),
     ("int64", str(2**63 - 1), 2**63 - 1), ("int64", str(-2**63), -2**63),
     ("float16", "65504.0", 65504.0), ("float16", "-65504.0", -65504.0), ("float16", "1e-8", 1e-8),
-    ("float32", "3.4e38", 3.4e38), ("float32", "-.inf", -float("inf")), ("float32", str(2**127), 2**127),
-    ("float32", "0.0", 0.0),
+    ("float32", "3.4028234663852886e38", 3.4028234663852886e38),  # float32's largest value itself
+    ("float32", ".inf", float("inf")), ("float32", "-.inf", -float("inf")), ("float32", str(2**127), 2**127),
+    ("float32", "0.0", 0.0), ("bool", "true", True),
 ])
 def test_kernel_scalar_literals_within_their_dtype_are_kept(steps, dtype, value, literal):
     assert scalar_problems(steps, dtype, value) == (ScalarArg(literal=literal), [])
+
+
+def test_a_loop_carrying_a_branch_local_tensor_is_refused_at_the_carry_key(workdir):
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, 4]}\n  c: {dtype: int32, host: true}\noutputs: [x]\n"
+            "kernels:\n  scale: scale.yaml\nsteps:\n"
+            "  - if: c > 0\n    then:\n      - kernel: scale\n        args: {src: x, dst: y, factor: 2.0}\n    else: []\n"
+            "  - while: c > 0\n    max_iterations: 2\n    carry: {y: n}\n    body:\n"
+            "      - kernel: scale\n        args: {src: x, dst: n, factor: 2.0}\n")
+    path = write(workdir, text)
+    assert problems(path) == [f"{path}:15:13: steps[1].carry.y: tensor 'y' is not visible here: it is defined in "
+                              f"'then' of the block at {path}:8 but not in 'else'"]
+
+
+def test_a_fixed_dimension_facing_an_expression_names_each_of_its_dims(workdir):
+    import onnx
+    from conftest import tiny_model
+
+    onnx.save(tiny_model("Relu", ["x"], ["y"], shape=(1, 4)), str(workdir / "fixed.onnx"))
+    (workdir / "rows.yaml").write_text(KERNEL_YAML.replace("kind: out, dtype: float32, shape: [N, C]",
+                                                           "kind: out, dtype: float32, shape: [N * C, 4]"))
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, M]}\noutputs: [z]\nsnippets:\n  relu: {onnx: fixed.onnx}\n"
+            "kernels:\n  rows: rows.yaml\nsteps:\n  - kernel: rows\n    args: {src: x, dst: r, factor: 2.0}\n"
+            "  - snippet: relu\n    inputs: {x: r}\n    outputs: {y: z}\n"
+            "dims:\n  N: {min: 1, opt: 2, max: 4}\n  M: {min: 1, opt: 2, max: 3}\n")
+    path = write(workdir, text)
+    assert problems(path) == [
+        f"{path}:12:17: steps[1].inputs.x: tensor 'r' has shape [N * M, 4]; input 'x' of fixed.onnx: dimension 0 is "
+        "fixed at 1, but 'N * M' ranges over 1..12 (dims.M: 1..3, dims.N: 1..4); export the model with a dynamic "
+        "dimension there, or narrow the dims"]
+
+
+DUPLICATED = """\
+inputs:
+  x: {dtype: float32, shape: [N, 4]}
+outputs: [z]
+snippets:
+  relu: {onnx: relu.onnx}
+  add: {onnx: add.onnx}
+kernels:
+  two: two.yaml
+steps:
+  - kernel: two
+    args: {src: x, dst: a, aux: p, factor: 2.0}
+  - kernel: two
+    args: {src: x, dst: b, aux: q, factor: 2.0}
+  - snippet: relu
+    inputs: {x: x}
+    outputs: {y: r}
+  - snippet: relu
+    inputs: {x: x}
+    outputs: {y: s}
+  - snippet: add
+    inputs: {a: b, b: q}
+    outputs: {c: t}
+  - snippet: add
+    inputs: {a: t, b: s}
+    outputs: {c: z}
+"""
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_repeated_steps_are_warned_about_in_full_and_optimize_keeps_the_first_outputs_used(workdir, optimize):
+    """The repeats' outputs are read, the first steps' are not: with optimize: true the readers read the first
+    steps' outputs, which are therefore not reported as unused."""
+    (workdir / "two.yaml").write_text(KERNEL_YAML.replace(
+        "  - {name: factor,", "  - {name: aux, kind: out, dtype: float32, shape: [N, C]}\n  - {name: factor,"))
+    path = write(workdir, ("optimize: true\n" if optimize else "") + DUPLICATED)
+    line = 2 if optimize else 1
+    suffix = " (optimize: true computes it once)" if optimize else ""
+    unused = [] if optimize else [
+        f"{path}:{10 + line}:25: steps[0].args.dst: warning: tensor 'a' is computed but never used",
+        f"{path}:{10 + line}:33: steps[0].args.aux: warning: tensor 'p' is computed but never used",
+        f"{path}:{15 + line}:18: steps[2].outputs.y: warning: tensor 'r' is computed but never used"]
+    assert sorted(str(w) for w in load_pipeline(path).warnings) == sorted([
+        f"{path}:{11 + line}:5: steps[1]: warning: step 'two_2' repeats step 'two' at {path}:{9 + line}: the same "
+        f"kernel 'two' on the same tensors and arguments; use its outputs (a, p) instead of computing them "
+        f"twice{suffix}",
+        f"{path}:{16 + line}:5: steps[3]: warning: step 'relu_2' repeats step 'relu' at {path}:{13 + line}: the same "
+        f"snippet 'relu' on the same tensors and arguments; use its outputs (r) instead of computing them "
+        f"twice{suffix}", *unused])
+
+
+def test_branch_shapes_that_can_never_agree_are_refused(workdir):
+    """[N, N] in one branch, [2, 3] in the other: no axis alone differs provably, but N cannot be both 2 and 3
+    (was accepted, and the CPU run of the else branch gave z of shape [2, 3] for the declared [N, N])."""
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, N]}\n  w: {dtype: float32, shape: [2, 3]}\n"
+            "  c: {dtype: int32, host: true}\noutputs: [y]\nkernels:\n  scale: scale.yaml\nsteps:\n"
+            "  - if: c > 0\n    then:\n      - kernel: scale\n        args: {src: x, dst: y, factor: 2.0}\n"
+            "    else:\n      - kernel: scale\n        args: {src: w, dst: y, factor: 2.0}\n")
+    path = write(workdir, text)
+    assert problems(path) == [f"{path}:9:5: steps[0]: tensor 'y' has shape [N, N] in 'then' but [2, 3] in 'else'"]
+
+
+def test_a_constant_is_described_under_its_own_name(workdir):
+    text = ("inputs:\n  x: {dtype: float32, shape: [2, 4]}\noutputs: [z]\nconstants:\n"
+            "  k: {value: [[1, 2, 3, 4], [5, 6, 7, 8]], dtype: float32}\nkernels:\n  scale: scale.yaml\nsteps:\n"
+            "  - kernel: scale\n    args: {src: k, dst: z, factor: 2.0}\n")
+    info = load_pipeline(write(workdir, text)).tensors["k"]
+    assert (info.name, info.dtype, info.shape, info.origin) == ("k", "float32", (2, 4), "constant")

@@ -637,7 +637,7 @@ class Validator:
                 if other.kind != first.kind:
                     self.error(path, f"tensor '{name}' is {first.kind} in {first_label} but {other.kind} in "
                                      f"{label} (branches must define their outputs alike)")
-                elif shapes.unify(first.shape, other.shape, {}) and _provably_different(first.shape, other.shape):
+                elif shapes.unify(first.shape, other.shape, {}) or _provably_different(first.shape, other.shape):
                     self.error(path, f"tensor '{name}' has shape {shapes.format_shape(first.shape)} in "
                                      f"{first_label} but {shapes.format_shape(other.shape)} in {label}")
         for label, defs in news:
