@@ -686,3 +686,15 @@ def test_a_constant_is_described_under_its_own_name(workdir):
             "  - kernel: scale\n    args: {src: k, dst: z, factor: 2.0}\n")
     info = load_pipeline(write(workdir, text)).tensors["k"]
     assert (info.name, info.dtype, info.shape, info.origin) == ("k", "float32", (2, 4), "constant")
+
+
+def test_loop_carry_shapes_that_can_never_agree_are_refused(workdir):
+    """State [N, N] replaced by [2, 3] each iteration: no axis alone differs provably, but N cannot be both
+    2 and 3 (the same gap as branch outputs had)."""
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, N]}\n  w: {dtype: float32, shape: [2, 3]}\n"
+            "  c: {dtype: int32, host: true}\noutputs: [x]\nkernels:\n  scale: scale.yaml\nsteps:\n"
+            "  - while: c > 0\n    max_iterations: 2\n    carry: {x: n}\n    body:\n"
+            "      - kernel: scale\n        args: {src: w, dst: n, factor: 2.0}\n")
+    path = write(workdir, text)
+    assert problems(path) == [f"{path}:11:16: steps[0].carry.x: 'n' (float32 [2, 3]) cannot replace 'x' "
+                              f"(float32 [N, N]): dtype and shape must match"]

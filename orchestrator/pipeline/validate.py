@@ -637,7 +637,7 @@ class Validator:
                 if other.kind != first.kind:
                     self.error(path, f"tensor '{name}' is {first.kind} in {first_label} but {other.kind} in "
                                      f"{label} (branches must define their outputs alike)")
-                elif shapes.unify(first.shape, other.shape, {}) or _provably_different(first.shape, other.shape):
+                elif _never_agree(first.shape, other.shape):
                     self.error(path, f"tensor '{name}' has shape {shapes.format_shape(first.shape)} in "
                                      f"{first_label} but {shapes.format_shape(other.shape)} in {label}")
         for label, defs in news:
@@ -694,7 +694,7 @@ class Validator:
                 self.error(where, f"'{nxt}' must be a tensor defined inside the loop body")
             elif s is not None:
                 self.used.add(nxt)
-                if UNKNOWN not in (s.dtype, n.dtype) and (s.kind != n.kind or _provably_different(s.shape, n.shape)):
+                if UNKNOWN not in (s.dtype, n.dtype) and (s.kind != n.kind or _never_agree(s.shape, n.shape)):
                     self.error(where, f"'{nxt}' ({n.kind} {shapes.format_shape(n.shape)}) cannot replace "
                                       f"'{state}' ({s.kind} {shapes.format_shape(s.shape)}): dtype and shape "
                                       f"must match")
@@ -771,10 +771,13 @@ def _span(span: tuple[float, float]) -> str:
     return "..".join(str(int(v)) if np.isfinite(v) else str(v) for v in span)
 
 
-def _provably_different(a, b) -> bool:
+def _never_agree(a, b) -> bool:
+    """Whether two shapes differ whatever their symbols' values: another rank, two different numbers on
+    one axis, or a symbol bound by one axis to a number that another axis contradicts ([N, N] vs [2, 3])."""
     if len(a) != len(b):
         return True
-    return any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b, strict=True))
+    different = any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b, strict=True))
+    return different or shapes.unify(a, b, {}) is not None
 
 
 def _outside_range(value: int | float, dtype: np.dtype) -> str | None:
