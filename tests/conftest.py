@@ -45,6 +45,16 @@ def gpu(request: pytest.FixtureRequest) -> None:
         require_gpu()
 
 
+@pytest.fixture(autouse=True)
+def cold_memo_caches() -> None:
+    """Process-wide memo caches start empty in every test: under mutation testing (tests/mutation.py) each
+    mutant runs in a process forked after the tests ran once, and a warm cache would hide a mutant of the
+    function it caches (the parsed shape expressions, pipeline/shapes.py)."""
+    from orchestrator.pipeline import shapes
+
+    shapes._parse.cache_clear()
+
+
 @pytest.fixture
 def primary_context():
     """Device 0's primary context, retained for the test and current on its thread: for a GPU test's own

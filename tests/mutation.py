@@ -33,7 +33,7 @@ TESTS = {
     "orchestrator/layouts.py": ["tests/test_layouts.py", "tests/test_properties.py", "tests/test_snip.py"],
     "orchestrator/kernels/signature.py": ["tests/test_behaviour.py", "tests/test_control_flow.py",
                                           "tests/test_examples.py", "tests/test_nvrtc.py"],
-    "orchestrator/pipeline/shapes.py": ["tests/test_shapes_and_imports.py", *CORE],
+    "orchestrator/pipeline/shapes.py": ["tests/test_shapes_and_imports.py", "tests/test_shape_totality.py", *CORE],
     "orchestrator/pipeline/conditions.py": ["tests/test_shapes_and_imports.py", *CORE],
     "orchestrator/pipeline/validate.py": [*CORE, "tests/test_validate_kernels.py", "tests/test_validate_steps.py",
                                           "tests/test_validate_details.py", "tests/test_precision.py", "tests/test_surgery.py",

@@ -72,3 +72,41 @@ def test_every_module_imports_without_gpu_libraries():
     result = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "imported" in result.stdout
+
+
+def test_min_and_max_take_two_or_more_arguments_and_cdiv_exactly_two():
+    for good in ("min(N, M)", "max(N, M, 4)", "cdiv(N, 8)"):
+        shapes.parse(good)
+    with pytest.raises(shapes.ShapeExprError, match="min takes at least 2 arguments, got 1"):
+        shapes.parse("min(N)")
+    with pytest.raises(shapes.ShapeExprError, match=r"cdiv takes 2 arguments .* got 3"):
+        shapes.parse("cdiv(N, 2, 3)")
+
+
+def test_value_ranges_of_divisions_products_and_remainders():
+    inf = float("inf")
+    rng = shapes.value_range
+    assert rng("cdiv(N, M)", {"N": (1, 10), "M": (1, 4)}) == (1, 10)
+    assert rng("N // M", {"N": (2, 10), "M": (1, 2)}) == (1, 10)
+    assert rng("N % M", {"N": (0, 10), "M": (1, 4)}) == (0, 3)
+    assert rng("0 * N", {}, shapes.AT_LEAST_ONE) == (0, 0)  # 0 x inf is 0 here, not NaN
+    assert rng("M * N", {"M": (0, 0), "N": (inf, inf)}) == (0, 0)
+    # a divisor that may be zero: anything (check_total refuses such expressions)
+    assert rng("cdiv(N, M - 1)", {"N": (1, 4), "M": (1, 3)}) == (-inf, inf)
+    assert rng("N // (M - 1)", {"N": (1, 4), "M": (1, 3)}) == (-inf, inf)
+    # an unbounded divisor: x // inf is 0 for x >= 0 and -1 below
+    assert rng("(N - 1) // M", {"N": (1, 5), "M": (1, inf)}) == (0, 4)
+    assert rng("(N - 2) // M", {"N": (1, 3), "M": (1, inf)}) == (-1, 1)
+    assert rng("(N - 5) // M", {"N": (2, 3), "M": (2, inf)}) == (-2, -1)
+
+
+def test_divisions_by_symbols_of_at_least_one_are_total():
+    for expr in ("N // M", "cdiv(N, M)", "N % M", "N // 2"):
+        shapes.check_total(expr)
+    with pytest.raises(shapes.ShapeExprError, match="may be zero or negative"):
+        shapes.check_total("N // (M - 1)")
+
+
+def test_symbolic_element_counts_multiply_their_dims():
+    assert shapes.num_elements(("N", 4)) == "(N) * (4)"
+    assert shapes.num_elements((2, 3)) == 6 and shapes.num_elements(()) == 1
