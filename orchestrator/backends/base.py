@@ -103,12 +103,12 @@ class Backend(ABC):
         """The outputs of the run: numpy copies; with ``out``, written into the caller's arrays (numpy or
         device), which are returned for those names; with ``device``, views into device memory."""
         self._check_open()
-        unknown = sorted(set(out or ()) - set(names))
-        if unknown:
-            raise InputError(f"out: {', '.join(unknown)} is not an output (outputs: {', '.join(names)})")
         if device:
             return self._device_outputs_impl(names)
         if out:
+            unknown = sorted(set(out) - set(names))
+            if unknown:
+                raise InputError(f"out: {', '.join(unknown)} is not an output (outputs: {', '.join(names)})")
             return self._outputs_into_impl(names, out)
         return self._outputs_impl(names)
 
