@@ -698,3 +698,21 @@ def test_loop_carry_shapes_that_can_never_agree_are_refused(workdir):
     path = write(workdir, text)
     assert problems(path) == [f"{path}:11:16: steps[0].carry.x: 'n' (float32 [2, 3]) cannot replace 'x' "
                               f"(float32 [N, N]): dtype and shape must match"]
+
+
+def test_shapes_that_can_never_agree_are_refused_whichever_comes_first(workdir):
+    """[2, 3] in 'then' and [N, N] in 'else' (the symbols on the second side), and a loop whose state is
+    [2, 3] replaced by [N, N]: refused as in the other order."""
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, N]}\n  w: {dtype: float32, shape: [2, 3]}\n"
+            "  c: {dtype: int32, host: true}\noutputs: [y]\nkernels:\n  scale: scale.yaml\nsteps:\n"
+            "  - if: c > 0\n    then:\n      - kernel: scale\n        args: {src: w, dst: y, factor: 2.0}\n"
+            "    else:\n      - kernel: scale\n        args: {src: x, dst: y, factor: 2.0}\n")
+    path = write(workdir, text)
+    assert problems(path) == [f"{path}:9:5: steps[0]: tensor 'y' has shape [2, 3] in 'then' but [N, N] in 'else'"]
+    text = ("inputs:\n  x: {dtype: float32, shape: [N, N]}\n  w: {dtype: float32, shape: [2, 3]}\n"
+            "  c: {dtype: int32, host: true}\noutputs: [w]\nkernels:\n  scale: scale.yaml\nsteps:\n"
+            "  - while: c > 0\n    max_iterations: 2\n    carry: {w: n}\n    body:\n"
+            "      - kernel: scale\n        args: {src: x, dst: n, factor: 2.0}\n")
+    path = write(workdir, text)
+    assert problems(path) == [f"{path}:11:16: steps[0].carry.w: 'n' (float32 [N, N]) cannot replace 'w' "
+                              f"(float32 [2, 3]): dtype and shape must match"]

@@ -773,11 +773,9 @@ def _span(span: tuple[float, float]) -> str:
 
 def _never_agree(a, b) -> bool:
     """Whether two shapes differ whatever their symbols' values: another rank, two different numbers on
-    one axis, or a symbol bound by one axis to a number that another axis contradicts ([N, N] vs [2, 3])."""
-    if len(a) != len(b):
-        return True
-    different = any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b, strict=True))
-    return different or shapes.unify(a, b, {}) is not None
+    one axis, or a symbol bound by one axis to a number that another axis contradicts ([N, N] vs [2, 3]).
+    ``unify`` binds the symbols of its first shape only, so both orders are asked."""
+    return shapes.unify(a, b, {}) is not None or shapes.unify(b, a, {}) is not None
 
 
 def _outside_range(value: int | float, dtype: np.dtype) -> str | None:
